@@ -1,0 +1,89 @@
+"""Stage 1: a raw Kafka message becomes an Event (its JSON object plus the `_kafka` namespace).
+
+Pure: no Kafka client here. `kafka_io` builds `RawMessage`s; the rules read `Event.document`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from consumer.json_types import JSONObject, JSONValue
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaMeta:
+    """Where a message came from; the `_kafka` namespace of the rules reads this."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    timestamp_ms: int | None = None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+    def as_document(self) -> JSONObject:
+        """The `_kafka` object: key and header values as UTF-8 text (undecodable bytes replaced)."""
+        headers: JSONObject = {name: _text(value) for name, value in self.headers}
+        return {
+            "key": _text(self.key),
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp": self.timestamp_ms,
+            "headers": headers,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """A consumed message exactly as Kafka gave it; dead letters carry it back unchanged."""
+
+    meta: KafkaMeta
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A decoded event. `document` is the event object with `_kafka` added, for JMESPath."""
+
+    raw: RawMessage
+    document: JSONObject = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeError:
+    """A message that is not a JSON object: it becomes a dead letter with `reason`."""
+
+    raw: RawMessage
+    reason: str
+    detail: str
+
+
+def decode(raw: RawMessage) -> Event | DecodeError:
+    """Parse the message value; never raises."""
+    if raw.value is None:
+        return DecodeError(raw, "invalid_json", "message has no value (tombstone)")
+    try:
+        value: JSONValue = json.loads(raw.value, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        return DecodeError(raw, "invalid_json", f"value is not valid JSON: {_short(exc)}")
+    if not isinstance(value, dict):
+        kind = type(value).__name__
+        return DecodeError(raw, "invalid_json", f"value must be a JSON object, got {kind}")
+    document = dict(value)
+    document["_kafka"] = raw.meta.as_document()
+    return Event(raw, document)
+
+
+def _reject_constant(name: str) -> JSONValue:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", errors="replace")
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

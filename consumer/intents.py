@@ -1,0 +1,114 @@
+"""Stage 2 output: what the rules decide for one event, and how intents become a Braze request.
+
+`SendIntent` is one recipient bound for one request shape (`BatchKey`); the batcher groups intents
+with equal keys, and `BatchKey.request_body` turns a group into the exact JSON body to POST.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from consumer.json_types import JSONObject, JSONValue
+
+
+class Endpoint(StrEnum):
+    """Braze REST paths (braze-api.md section 1)."""
+
+    CAMPAIGN_SEND = "/campaigns/trigger/send"
+    CANVAS_SEND = "/canvas/trigger/send"
+    CAMPAIGN_SCHEDULE_CREATE = "/campaigns/trigger/schedule/create"
+    CANVAS_SCHEDULE_CREATE = "/canvas/trigger/schedule/create"
+    CAMPAIGN_SCHEDULE_UPDATE = "/campaigns/trigger/schedule/update"
+    CANVAS_SCHEDULE_UPDATE = "/canvas/trigger/schedule/update"
+    CAMPAIGN_SCHEDULE_DELETE = "/campaigns/trigger/schedule/delete"
+    CANVAS_SCHEDULE_DELETE = "/canvas/trigger/schedule/delete"
+    SEND_ID_CREATE = "/sends/id/create"
+
+    @property
+    def is_canvas(self) -> bool:
+        return self.value.startswith("/canvas/")
+
+    @property
+    def target_field(self) -> str:
+        """`canvas_id` or `campaign_id`."""
+        return "canvas_id" if self.is_canvas else "campaign_id"
+
+    @property
+    def properties_field(self) -> str:
+        """Per-recipient personalisation: `context` (Canvas) or `trigger_properties` (campaign)."""
+        return "context" if self.is_canvas else "trigger_properties"
+
+
+SEND_ENDPOINTS = frozenset(
+    {
+        Endpoint.CAMPAIGN_SEND,
+        Endpoint.CANVAS_SEND,
+        Endpoint.CAMPAIGN_SCHEDULE_CREATE,
+        Endpoint.CANVAS_SCHEDULE_CREATE,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchKey:
+    """Everything two intents must share to travel in one request."""
+
+    endpoint: Endpoint
+    target_id: str
+    send_id: str | None = None
+    schedule_json: str | None = None  # canonical JSON (sorted keys) of the schedule object
+
+    def request_body(self, recipients: Sequence[JSONObject]) -> JSONObject:
+        """The JSON body for these recipients (1..50 of them)."""
+        body: JSONObject = {self.endpoint.target_field: self.target_id}
+        if self.send_id is not None:
+            body["send_id"] = self.send_id
+        body["recipients"] = list[JSONValue](recipients)
+        if self.schedule_json is not None:
+            body["schedule"] = json.loads(self.schedule_json)
+        return body
+
+    @property
+    def label(self) -> str:
+        """Short text for logs (never includes recipients)."""
+        return f"{self.endpoint.value} {self.target_id}"
+
+
+def canonical_json(value: JSONValue) -> str:
+    """Stable JSON text, used for batch keys and sizes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SendIntent:
+    """One recipient for one request shape, produced by one rule for one event."""
+
+    rule_id: str
+    key: BatchKey
+    recipient: JSONObject  # a complete Braze recipient object
+    user_key: str  # who the recipient is, e.g. "external_user_id:u-1"; equal keys must not share
+    size_bytes: int  # len of the recipient's compact JSON, for the 4 MB request limit
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSkip:
+    """A rule matched but chose not to send (counted, not dead-lettered)."""
+
+    rule_id: str
+    reason: str  # e.g. "max_event_age"
+
+
+@dataclass(frozen=True, slots=True)
+class MappingFailure:
+    """A rule matched but its mapping failed for this event: a dead letter (`mapping_error`)."""
+
+    rule_id: str
+    field: str  # e.g. "recipient.external_user_id"
+    message: str
+    reason: str = "mapping_error"  # or "too_large" when properties exceed 50 KB
+
+
+Outcome = SendIntent | RuleSkip | MappingFailure
