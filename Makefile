@@ -1,0 +1,48 @@
+# The two commands a new user needs: `make demo` and `make test`. Each sets itself up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: test lint typecheck unit integration demo bench check-alerts check-dockerfile clean
+
+# (Re)install when pyproject.toml changes; a fresh clone gets the virtualenv here.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check consumer tests bench scripts
+	$(BIN)/ruff format --check consumer tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# Unit tests first, then integration tests; the pytest session fixture starts the Kafka broker
+# (scripts/kafka-local) unless KAFKA_BOOTSTRAP_SERVERS is set, and stops it even when tests fail.
+test: lint typecheck check-alerts check-dockerfile
+	$(BIN)/python -m pytest tests/unit tests/integration
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration
+
+check-alerts:
+	scripts/check-alerts
+
+check-dockerfile: $(STAMP)
+	scripts/check-dockerfile
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
