@@ -1,0 +1,247 @@
+"""Settings: `config/consumer.yaml` plus `BRAZE_CONSUMER_<SECTION>__<KEY>` overrides, validated once.
+
+The Braze API key never comes from the YAML: it is read from `BRAZE_API_KEY` or `braze.api_key_file`
+and kept as a `SecretStr`, so printing the settings never shows it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from consumer.yaml_lines import LineIndex, YamlLoadError, load_yaml_with_lines
+
+ENV_PREFIX = "BRAZE_CONSUMER_"
+API_KEY_ENV = "BRAZE_API_KEY"
+
+# librdkafka properties the service owns: letting a user set them would break at-least-once.
+_MANAGED_CLIENT_KEYS = frozenset(
+    {
+        "bootstrap.servers",
+        "group.id",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "partition.assignment.strategy",
+        "on_commit",
+        "error_cb",
+    }
+)
+
+ClientValue = str | int | float | bool
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "braze-consumer"
+    dead_letter_topic: str = "braze-consumer.dlq"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(45_000, ge=6_000, le=300_000)
+    max_poll_interval_ms: int = Field(300_000, ge=10_000)
+    commit_interval_ms: int = Field(1_000, ge=50, le=60_000)
+    client: dict[str, ClientValue] = Field(default_factory=dict)
+
+    @field_validator("client")
+    @classmethod
+    def _no_managed_keys(cls, value: dict[str, ClientValue]) -> dict[str, ClientValue]:
+        clash = sorted(_MANAGED_CLIENT_KEYS.intersection(value))
+        if clash:
+            raise ValueError(f"set by the service, not under client: {', '.join(clash)}")
+        return value
+
+
+class BrazeSettings(_Section):
+    rest_endpoint: str = "https://rest.iad-01.braze.com"
+    requests_per_hour: int = Field(250_000, ge=1)
+    api_key_file: Path | None = None
+    max_in_flight: int = Field(8, ge=1, le=64)
+    connect_timeout_ms: int = Field(5_000, ge=100)
+    read_timeout_ms: int = Field(30_000, ge=100)
+    max_attempts: int = Field(6, ge=1, le=50)
+    max_retry_time_s: float = Field(300.0, gt=0)
+    max_rate_limit_wait_s: float = Field(3_600.0, gt=0)
+
+    @field_validator("rest_endpoint")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// for a local emulator)")
+        return value.rstrip("/")
+
+
+class BatchingSettings(_Section):
+    max_recipients: int = Field(50, ge=1, le=50)
+    max_wait_ms: int = Field(500, ge=0, le=60_000)
+    max_buffered_events: int = Field(10_000, ge=1)
+
+
+class MetricsSettings(_Section):
+    host: str = "0.0.0.0"  # noqa: S104  # scraped from outside the pod
+    port: int = Field(9464, ge=0, le=65_535)
+
+
+class ShutdownSettings(_Section):
+    drain_timeout_s: float = Field(25.0, gt=0)
+    revoke_timeout_s: float = Field(10.0, gt=0)
+
+
+class DeadLetterSettings(_Section):
+    # Stop instead of dead-lettering everything after a bad deploy (arroyo's limit).
+    max_consecutive: int = Field(1_000, ge=1)
+
+
+class Settings(_Section):
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    braze: BrazeSettings = Field(default_factory=BrazeSettings)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    rules: Path = Path("config/rules.yaml")
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    dead_letter: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+
+
+class SettingsError(Exception):
+    """Every problem in the settings, one `file:line: key: message` per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, override from the environment, validate. Raises SettingsError listing every problem."""
+    env = os.environ if environ is None else environ
+    try:
+        data, lines = load_yaml_with_lines(path)
+    except YamlLoadError as exc:
+        raise SettingsError([str(exc)]) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SettingsError([f"{path}:1: settings must be a mapping of sections"])
+    problems = _forbidden_secret_keys(path, data, lines)
+    problems += _apply_env(data, env)
+    if problems:
+        raise SettingsError(problems)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(path, exc, lines)) from None
+    return _resolve_rules_path(settings, path)
+
+
+def load_api_key(settings: Settings, environ: Mapping[str, str] | None = None) -> SecretStr:
+    """The key from `BRAZE_API_KEY`, else from `braze.api_key_file`. Never logged."""
+    env = os.environ if environ is None else environ
+    key = env.get(API_KEY_ENV, "").strip()
+    if not key and settings.braze.api_key_file is not None:
+        try:
+            key = settings.braze.api_key_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError([f"braze.api_key_file: cannot read: {exc.strerror}"]) from None
+    if not key:
+        raise SettingsError([f"no Braze API key: set {API_KEY_ENV} or braze.api_key_file"])
+    return SecretStr(key)
+
+
+def kafka_consumer_config(settings: Settings) -> dict[str, ClientValue]:
+    """The librdkafka dict for the consumer: offsets are committed by the service, never auto."""
+    kafka = settings.kafka
+    config: dict[str, ClientValue] = dict(kafka.client)
+    config.update(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "group.id": kafka.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": kafka.auto_offset_reset,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": kafka.session_timeout_ms,
+            "max.poll.interval.ms": kafka.max_poll_interval_ms,
+        }
+    )
+    return config
+
+
+def kafka_producer_config(settings: Settings) -> dict[str, ClientValue]:
+    """The dead-letter producer: idempotent, acks from all in-sync replicas."""
+    config: dict[str, ClientValue] = {
+        k: v for k, v in settings.kafka.client.items() if not k.startswith(("fetch.", "auto."))
+    }
+    config.update(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+        }
+    )
+    return config
+
+
+def _forbidden_secret_keys(path: Path, data: dict[str, object], lines: LineIndex) -> list[str]:
+    braze = data.get("braze")
+    if isinstance(braze, dict) and "api_key" in braze:
+        line = lines.line_of(("braze", "api_key"))
+        return [
+            f"{path}:{line}: braze.api_key: the API key never goes in the YAML; "
+            f"use {API_KEY_ENV} or braze.api_key_file"
+        ]
+    return []
+
+
+def _apply_env(data: dict[str, object], env: Mapping[str, str]) -> list[str]:
+    """`BRAZE_CONSUMER_KAFKA__BOOTSTRAP_SERVERS=...` sets kafka.bootstrap_servers; `..._CLIENT__SASL_USERNAME`
+    sets the librdkafka property `sasl.username`. Values are validated with the rest."""
+    problems: list[str] = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if not all(parts) or len(parts) > 3:
+            problems.append(f"{name}: expected {ENV_PREFIX}<SECTION>__<KEY>")
+            continue
+        if len(parts) == 3:
+            if parts[:2] != ["kafka", "client"]:
+                problems.append(f"{name}: only KAFKA__CLIENT__<PROPERTY> has three parts")
+                continue
+            parts[2] = parts[2].replace("_", ".")
+        _set_path(data, parts, env[name])
+    return problems
+
+
+def _set_path(data: dict[str, object], parts: list[str], value: str) -> None:
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe(path: Path, exc: ValidationError, lines: LineIndex) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        key = ".".join(str(p) for p in loc) or "-"
+        problems.append(f"{path}:{lines.line_of(loc)}: {key}: {error['msg']}")
+    return problems
+
+
+def _resolve_rules_path(settings: Settings, config_path: Path) -> Settings:
+    """A relative `rules:` path is taken from the working directory if it exists there, else
+    from the settings file's folder (so both `config/rules.yaml` and `rules.yaml` work)."""
+    rules = settings.rules
+    if rules.is_absolute() or rules.exists():
+        return settings
+    beside = config_path.parent / rules
+    return settings.model_copy(update={"rules": beside}) if beside.exists() else settings
