@@ -1,0 +1,69 @@
+"""Dead letters: the record written for an event that cannot be sent (pure; `kafka_io` produces it).
+
+The original key, value and headers travel unchanged; `dlq.*` headers say why (product.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from consumer.events import RawMessage
+
+MAX_ERROR_BYTES = 2_000  # Braze bodies can be large or hostile; a header stays small
+
+
+class Reason:
+    """The machine-readable `dlq.reason` classes."""
+
+    INVALID_JSON = "invalid_json"
+    MAPPING_ERROR = "mapping_error"
+    TOO_LARGE = "too_large"
+    BRAZE_REJECTED = "braze_rejected"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    raw: RawMessage
+    reason: str
+    error: str
+    rule_id: str = "-"
+    http_status: int | None = None
+    attempts: int = 0
+    first_failed_at: datetime | None = None
+    failed_at: datetime | None = None
+
+    def headers(self, now: datetime | None = None) -> list[tuple[str, bytes]]:
+        """Original headers first, then the `dlq.*` headers, all values UTF-8."""
+        failed_at = self.failed_at or now or datetime.now(UTC)
+        first = self.first_failed_at or failed_at
+        meta = self.raw.meta
+        ours = {
+            "dlq.reason": self.reason,
+            "dlq.error": cut(self.error),
+            "dlq.rule_id": self.rule_id,
+            "dlq.attempts": str(self.attempts),
+            "dlq.source.topic": meta.topic,
+            "dlq.source.partition": str(meta.partition),
+            "dlq.source.offset": str(meta.offset),
+            "dlq.first_failed_at": iso_utc(first),
+            "dlq.failed_at": iso_utc(failed_at),
+        }
+        if self.http_status is not None:
+            ours["dlq.http_status"] = str(self.http_status)
+        original = [(name, value or b"") for name, value in meta.headers]
+        return original + [(name, value.encode("utf-8")) for name, value in ours.items()]
+
+
+def cut(text: str, limit_bytes: int = MAX_ERROR_BYTES) -> str:
+    """At most `limit_bytes` of UTF-8, cut on a character boundary, marked when cut."""
+    data = text.encode("utf-8")
+    if len(data) <= limit_bytes:
+        return text
+    return data[: limit_bytes - 3].decode("utf-8", errors="ignore") + "..."
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a `Z`, millisecond precision."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

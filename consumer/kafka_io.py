@@ -1,0 +1,162 @@
+"""The only module that talks to confluent-kafka: the consumer-group source and the dead-letter producer.
+
+Everything crossing this boundary is a plain type (`RawMessage`, `(topic, partition)` tuples,
+`DeadLetter`), so the pipeline is tested against a real broker without knowing librdkafka.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from consumer.deadletter import DeadLetter
+from consumer.events import KafkaMeta, RawMessage
+from consumer.offsets import TopicPartition as TP
+from consumer.settings import ClientValue
+
+log = logging.getLogger(__name__)
+
+PartitionsCallback = Callable[[list[TP]], None]
+
+
+class KafkaFatalError(Exception):
+    """The client cannot go on (fatal librdkafka error, authentication failure)."""
+
+
+@dataclass
+class RebalanceHandlers:
+    on_assign: PartitionsCallback
+    on_revoke: PartitionsCallback
+    on_lost: PartitionsCallback
+
+
+class KafkaSource:
+    """A consumer-group member with manual commits; callbacks run inside `consume()`."""
+
+    def __init__(self, config: dict[str, ClientValue], handlers: RebalanceHandlers) -> None:
+        self._config = dict(config)
+        self._config["error_cb"] = self._on_error
+        self._consumer = Consumer(self._config)
+        self._handlers = handlers
+        self._fatal: str | None = None
+
+    def subscribe(self, topics: Iterable[str]) -> None:
+        self._consumer.subscribe(
+            sorted(topics),
+            on_assign=lambda _c, parts: self._handlers.on_assign(_tps(parts)),
+            on_revoke=lambda _c, parts: self._handlers.on_revoke(_tps(parts)),
+            on_lost=lambda _c, parts: self._handlers.on_lost(_tps(parts)),
+        )
+
+    def consume(self, max_messages: int, timeout_s: float) -> list[RawMessage]:
+        """Up to `max_messages` messages; transient errors are logged, fatal ones raise."""
+        messages = self._consumer.consume(num_messages=max_messages, timeout=timeout_s)
+        if self._fatal is not None:
+            raise KafkaFatalError(self._fatal)
+        out: list[RawMessage] = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                out.append(_raw(message))
+            elif error.code() != KafkaError._PARTITION_EOF:
+                if error.fatal():
+                    raise KafkaFatalError(error.str())
+                log.warning("kafka consume error: %s", error.str())
+        return out
+
+    def pause(self, tps: Sequence[TP]) -> None:
+        if tps:
+            self._consumer.pause([TopicPartition(t, p) for t, p in tps])
+
+    def resume(self, tps: Sequence[TP]) -> None:
+        if tps:
+            self._consumer.resume([TopicPartition(t, p) for t, p in tps])
+
+    def commit(self, offsets: dict[TP, int], *, asynchronous: bool) -> bool:
+        """Commit `offsets` (next offset to read). Returns False when the broker refused."""
+        if not offsets:
+            return True
+        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self._consumer.commit(offsets=parts, asynchronous=asynchronous)
+        except KafkaException as exc:
+            log.warning("offset commit failed: %s", exc.args[0].str() if exc.args else exc)
+            return False
+        return True
+
+    def lag(self, tps: Sequence[TP]) -> dict[TP, int]:
+        """High watermark minus position, from the client's cached watermarks (no broker call)."""
+        if not tps:
+            return {}
+        lags: dict[TP, int] = {}
+        positions = self._consumer.position([TopicPartition(t, p) for t, p in tps])
+        for part in positions:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(part, cached=True)
+            except KafkaException:
+                continue
+            if high >= 0 and part.offset >= 0:
+                lags[(part.topic, part.partition)] = max(0, high - part.offset)
+        return lags
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = error.str()
+        log.warning("kafka client error: %s", error.str())
+
+
+class DeadLetterProducer:
+    """Idempotent producer (acks=all) for dead letters. `on_done(error)` runs inside `poll()`."""
+
+    def __init__(self, config: dict[str, ClientValue], topic: str) -> None:
+        self._producer = Producer(dict(config))
+        self._topic = topic
+
+    def write(self, letter: DeadLetter, on_done: Callable[[str | None], None]) -> None:
+        """Queue the record; `on_done(None)` once acknowledged, `on_done(message)` if it failed."""
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            on_done(None if error is None else error.str())
+
+        raw = letter.raw
+        try:
+            self._producer.produce(
+                self._topic,
+                value=raw.value,
+                key=raw.meta.key,
+                headers=letter.headers(),
+                on_delivery=delivered,
+            )
+        except (BufferError, KafkaException) as exc:
+            on_done(f"dead-letter produce refused: {exc}")
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        return int(self._producer.poll(timeout_s))
+
+    def flush(self, timeout_s: float) -> int:
+        """Messages still unacknowledged after `timeout_s`."""
+        return int(self._producer.flush(timeout_s))
+
+
+def _tps(parts: list[TopicPartition]) -> list[TP]:
+    return [(p.topic, p.partition) for p in parts]
+
+
+def _raw(message: Message) -> RawMessage:
+    _kind, timestamp = message.timestamp()
+    headers = tuple((name, value) for name, value in (message.headers() or []))
+    meta = KafkaMeta(
+        topic=message.topic(),
+        partition=message.partition(),
+        offset=message.offset(),
+        key=message.key(),
+        timestamp_ms=timestamp if timestamp and timestamp > 0 else None,
+        headers=headers,
+    )
+    return RawMessage(meta, message.value())
