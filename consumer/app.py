@@ -1,0 +1,169 @@
+"""Wiring: settings -> rules, metrics, Braze client, dead-letter producer, pipeline, consumer loop.
+
+Also the `braze-consumer run` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from consumer.batching import Batcher
+from consumer.braze.client import BrazeClient, BrazeClientConfig
+from consumer.kafka_io import DeadLetterProducer, KafkaFatalError, KafkaSource, RebalanceHandlers
+from consumer.metrics import Metrics, MetricsServer
+from consumer.offsets import OffsetTracker
+from consumer.pipeline import HaltError, Pipeline, Ticket
+from consumer.rules import RulesError, RulesTable, load_rules
+from consumer.service import ConsumerService, LoopSettings
+from consumer.settings import (
+    Settings,
+    SettingsError,
+    kafka_consumer_config,
+    kafka_producer_config,
+    load_api_key,
+    load_settings,
+)
+
+log = logging.getLogger("consumer")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("run", help="run the service")
+    parser.add_argument("--config", type=Path, default=Path("config/consumer.yaml"))
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--exit-when-idle",
+        type=float,
+        metavar="SECONDS",
+        help="stop once every assigned partition is caught up and settled for SECONDS (demos, jobs)",
+    )
+    parser.add_argument("--summary-json", type=Path, help="write counts to this file on exit")
+    parser.set_defaults(handler=_run)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is too much
+
+
+def _run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    try:
+        settings = load_settings(args.config)
+        rules = load_rules(settings.rules)
+        api_key = load_api_key(settings).get_secret_value()
+    except SettingsError as exc:
+        _print_problems("invalid settings", exc.problems)
+        return 2
+    except RulesError as exc:
+        _print_problems("invalid rules", [str(p) for p in exc.problems])
+        return 2
+    log.info("%d rules over topics %s", len(rules.rule_ids), ", ".join(sorted(rules.topics)))
+    return run_service(settings, rules, api_key, args.exit_when_idle, args.summary_json)
+
+
+def run_service(
+    settings: Settings,
+    rules: RulesTable,
+    api_key: str,
+    exit_when_idle_s: float | None = None,
+    summary_path: Path | None = None,
+) -> int:
+    metrics = Metrics()
+    server = MetricsServer(metrics, settings.metrics.host, settings.metrics.port)
+    server.start()
+    client = BrazeClient(braze_client_config(settings), api_key, observer=metrics)
+    producer = DeadLetterProducer(kafka_producer_config(settings), settings.kafka.dead_letter_topic)
+    pipeline = Pipeline(
+        rules=rules,
+        batcher=Batcher[Ticket](settings.batching.max_recipients, settings.batching.max_wait_ms),
+        tracker=OffsetTracker(),
+        sender=client,
+        dead_letters=producer,
+        metrics=metrics,
+        max_in_flight=settings.braze.max_in_flight,
+        max_consecutive_dead_letters=settings.dead_letter.max_consecutive,
+        wall_ms=lambda: int(time.time() * 1000),
+    )
+    service = ConsumerService(
+        pipeline,
+        lambda svc: KafkaSource(
+            kafka_consumer_config(settings),
+            RebalanceHandlers(svc.on_assign, svc.on_revoke, svc.on_lost),
+        ),
+        metrics,
+        server,
+        loop_settings(settings, exit_when_idle_s),
+    )
+    _install_signal_handlers(service)
+    code = 1
+    try:
+        code = service.run(rules.topics)
+    except (HaltError, KafkaFatalError) as exc:
+        log.critical("stopping: %s", exc)
+    finally:
+        left = producer.flush(10.0)
+        if left:
+            log.error("%d dead letters unacknowledged at exit (their offsets were not committed)", left)
+        client.close()
+        server.stop()
+        _report(pipeline, summary_path)
+    return code
+
+
+def braze_client_config(settings: Settings) -> BrazeClientConfig:
+    braze = settings.braze
+    return BrazeClientConfig(
+        rest_endpoint=braze.rest_endpoint,
+        requests_per_hour=braze.requests_per_hour,
+        max_in_flight=braze.max_in_flight,
+        connect_timeout_s=braze.connect_timeout_ms / 1000,
+        read_timeout_s=braze.read_timeout_ms / 1000,
+        max_attempts=braze.max_attempts,
+        max_retry_time_s=braze.max_retry_time_s,
+        max_rate_limit_wait_s=braze.max_rate_limit_wait_s,
+    )
+
+
+def loop_settings(settings: Settings, exit_when_idle_s: float | None) -> LoopSettings:
+    return LoopSettings(
+        max_buffered_events=settings.batching.max_buffered_events,
+        commit_interval_s=settings.kafka.commit_interval_ms / 1000,
+        drain_timeout_s=settings.shutdown.drain_timeout_s,
+        revoke_timeout_s=settings.shutdown.revoke_timeout_s,
+        exit_when_idle_s=exit_when_idle_s,
+    )
+
+
+def _install_signal_handlers(service: ConsumerService) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s: draining", signal.Signals(signum).name)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _report(pipeline: Pipeline, path: Path | None) -> None:
+    stats = dataclasses.asdict(pipeline.stats)
+    log.info("summary %s", json.dumps(stats, sort_keys=True))
+    if path is not None:
+        path.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _print_problems(title: str, problems: list[str]) -> None:
+    print(f"{title}:", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)

@@ -1,0 +1,201 @@
+"""Run the real service (`python -m consumer run`) as a child process against the test broker
+and the Braze emulator, and read back what it did: accepted Braze requests, dead letters, commits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from consumer.emulator.control import EmulatorControl
+from tests.integration.kafka_helpers import create_topic, produce, unique_name
+
+API_KEY = "test-key-0123456789"
+REPO = Path(__file__).resolve().parents[2]
+
+RULES_TEMPLATE = """\
+rules:
+  - id: welcome
+    topics: [{topic}]
+    when:
+      type: user.signed_up
+    canvas: {{id: canvas-welcome}}
+    recipient:
+      external_user_id: "{{{{ data.user_id }}}}"
+    properties:
+      seq: "{{{{ data.seq }}}}"
+"""
+
+
+@dataclass
+class Scenario:
+    """One topic, one consumer group, one dead-letter topic, one rules file."""
+
+    bootstrap: str
+    topic: str
+    group: str
+    dlq_topic: str
+    rules_path: Path
+    workdir: Path
+    emulator: EmulatorControl
+    emulator_url: str
+
+    def event(self, seq: int, user_id: str | None = None, kind: str = "user.signed_up") -> bytes:
+        user = user_id if user_id is not None else f"u-{seq}"
+        return json.dumps({"type": kind, "data": {"user_id": user, "seq": seq}}).encode()
+
+    def produce_events(self, values: list[bytes], partition: int | None = None) -> None:
+        keys = [f"k-{i}".encode() for i in range(len(values))]
+        produce(self.bootstrap, self.topic, values, keys=keys, partition=partition)
+
+    def config(self, **overrides: Any) -> Path:
+        settings: dict[str, Any] = {
+            "kafka": {
+                "bootstrap_servers": self.bootstrap,
+                "group_id": self.group,
+                "dead_letter_topic": self.dlq_topic,
+                "commit_interval_ms": 200,
+                "session_timeout_ms": 10_000,
+            },
+            "braze": {
+                "rest_endpoint": self.emulator_url,
+                "max_attempts": 4,
+                "max_retry_time_s": 30,
+                "read_timeout_ms": 5_000,
+            },
+            "batching": {"max_recipients": 50, "max_wait_ms": 200},
+            "rules": str(self.rules_path),
+            "metrics": {"host": "127.0.0.1", "port": 0},
+            "shutdown": {"drain_timeout_s": 15, "revoke_timeout_s": 10},
+        }
+        for dotted, value in overrides.items():
+            section, key = dotted.split("__")
+            settings.setdefault(section, {})[key] = value
+        path = self.workdir / f"consumer-{unique_name('cfg')}.yaml"
+        path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+        return path
+
+    def start(self, config: Path, exit_when_idle_s: float | None = 2.0) -> ServiceProcess:
+        return ServiceProcess.start(config, self.workdir, exit_when_idle_s)
+
+    def sent_users(self) -> Counter[str]:
+        """external_user_id -> how many accepted requests carried it."""
+        counts: Counter[str] = Counter()
+        for body in self.accepted_bodies():
+            for recipient in body.get("recipients", []):
+                counts[str(recipient.get("external_user_id"))] += 1
+        return counts
+
+    def accepted_bodies(self) -> list[dict[str, Any]]:
+        return [
+            r["body"]
+            for r in self.emulator.requests()
+            if 200 <= int(r["status"]) < 300 and r["path"] == "/canvas/trigger/send"
+        ]
+
+
+def make_scenario(
+    bootstrap: str, tmp_path: Path, emulator: EmulatorControl, url: str, partitions: int = 1
+) -> Scenario:
+    topic = unique_name("events")
+    dlq = unique_name("dlq")
+    create_topic(bootstrap, topic, partitions)
+    create_topic(bootstrap, dlq, 1)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES_TEMPLATE.format(topic=topic), encoding="utf-8")
+    group = unique_name("group")
+    return Scenario(bootstrap, topic, group, dlq, rules, tmp_path, emulator, url)
+
+
+class ServiceProcess:
+    """`braze-consumer run` in a child process, its log in the test's tmp dir."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.proc = proc
+        self.log_path = log_path
+
+    @classmethod
+    def start(cls, config: Path, workdir: Path, exit_when_idle_s: float | None) -> ServiceProcess:
+        log_path = workdir / f"service-{unique_name('log')}.log"
+        summary = log_path.with_suffix(".json")
+        args = [sys.executable, "-m", "consumer", "run", "--config", str(config)]
+        args += ["--summary-json", str(summary)]
+        if exit_when_idle_s is not None:
+            args += ["--exit-when-idle", str(exit_when_idle_s)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BRAZE_CONSUMER_")}
+        env["BRAZE_API_KEY"] = API_KEY
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return cls(proc, log_path)
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"service did not exit in {timeout_s}s:\n{self.log()}") from None
+
+    def signal(self, signum: signal.Signals) -> None:
+        self.proc.send_signal(signum)
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-6000:]
+
+    def summary(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.log_path.with_suffix(".json").read_text())
+        return data
+
+    def ensure_stopped(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def header_map(headers: Iterator[tuple[str, bytes | None]] | tuple[tuple[str, bytes | None], ...]) -> dict[str, str]:
+    return {name: (value or b"").decode() for name, value in headers}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def scrape_total(port: int, name: str) -> float:
+    """Sum of every sample of metric `name` on the service's /metrics (0 when unreachable)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return 0.0
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        total += sum(s.value for s in family.samples if s.name == name)
+    return total
