@@ -198,6 +198,8 @@ class Batcher(Generic[T]):
 
     def _close(self, batches: list[_OpenBatch[T]]) -> list[Batch[T]]:
         """Removes `batches` from the open set and freezes them, keeping their order."""
+        if not batches:
+            return []  # the common case on add() and due(): skip the loop and comprehension
         for batch in batches:
             siblings = self._by_key[batch.key]
             siblings.remove(batch)  # identity (eq=False); a key holds few open batches
