@@ -1,0 +1,157 @@
+"""Stage 4 (send): when the next Braze request may start, pure and thread-safe, clock passed in.
+
+Two limits combine and the stricter wins:
+- the configured budget (`requests_per_hour`) as a token bucket with a small burst;
+- what Braze reports on every response (`X-RateLimit-Remaining`, `X-RateLimit-Reset` in epoch
+  seconds, braze-api.md section 5): at zero (or after a 429) nothing starts before the reset, and
+  when what is left would run out before the reset at our budget, requests are spread so that it
+  lasts until the reset.
+The limiter never sleeps: `acquire` grants a slot (returns 0) or says how long to wait first.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+REMAINING_HEADER = "x-ratelimit-remaining"
+RESET_HEADER = "x-ratelimit-reset"
+# Plain ASCII digits only, bounded length: anything else (nan, inf, 1e9, unicode digits, lists of
+# values from repeated headers, megabyte strings) is ignored rather than trusted.
+_INTEGER = re.compile(r"[0-9]{1,15}")
+_EPOCH = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,9})?")
+# Waits shorter than this are rounding noise; granting avoids a caller spinning on 1e-15 s sleeps.
+_EPSILON_S = 1e-9
+# A clock reading further back than this is a wall-clock step, not threads racing to the lock.
+_CLOCK_STEP_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerQuota:
+    """What one response said about the workspace's rate limit (None when absent or malformed)."""
+
+    remaining: int | None
+    reset_epoch_s: float | None
+
+
+def parse_quota(headers: Mapping[str, str]) -> ServerQuota:
+    """Read the rate-limit headers, case-insensitively; malformed values become None."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    remaining = _match(_INTEGER, lowered.get(REMAINING_HEADER))
+    reset = _match(_EPOCH, lowered.get(RESET_HEADER))
+    return ServerQuota(
+        remaining=None if remaining is None else int(remaining),
+        reset_epoch_s=None if reset is None else float(reset),
+    )
+
+
+def _match(pattern: re.Pattern[str], raw: str | None) -> str | None:
+    if raw is None or len(raw) > 40:
+        return None
+    text = raw.strip()
+    return text if pattern.fullmatch(text) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """The server's view of the current rate-limit window, as last reported (minus our grants)."""
+
+    remaining: int
+    reported_reset_s: float  # as Braze sent it; identifies the window
+    until_s: float  # the reset, capped by max_server_wait_s: when we stop obeying this window
+
+
+class RateLimiter:
+    """Decides when requests may start; shared by every sending thread."""
+
+    def __init__(
+        self, requests_per_hour: int, max_server_wait_s: float, burst: float | None = None
+    ) -> None:
+        if requests_per_hour < 1:
+            raise ValueError("requests_per_hour must be at least 1")
+        self._rate_per_s = requests_per_hour / 3600.0
+        # A burst of about two seconds' worth lets a few threads start together without ever
+        # spending more than the hourly budget over any long stretch.
+        self._capacity = burst if burst is not None else max(1.0, self._rate_per_s * 2)
+        self._max_server_wait_s = max_server_wait_s
+        self._lock = threading.Lock()
+        self._tokens = self._capacity
+        self._refilled_at_s: float | None = None
+        self._window: _Window | None = None
+        self._last_grant_s: float | None = None
+
+    def acquire(self, now_s: float) -> float:
+        """Take a slot and return 0.0, or return the seconds to wait before asking again."""
+        with self._lock:
+            self._refill(now_s)
+            self._expire_window(now_s)
+            wait_s = max(self._token_wait_s(), self._server_wait_s(now_s))
+            if wait_s > _EPSILON_S:
+                return wait_s
+            self._tokens -= 1.0
+            self._last_grant_s = (
+                now_s if self._last_grant_s is None else max(self._last_grant_s, now_s)
+            )
+            if self._window is not None:
+                # Count our own request at once: other threads must not spend the same remainder.
+                self._window = replace(self._window, remaining=self._window.remaining - 1)
+            return 0.0
+
+    def observe(self, now_s: float, status: int | None, headers: Mapping[str, str]) -> None:
+        """Learn from a response's status and headers (a 429 means nothing is left)."""
+        quota = parse_quota(headers)
+        reset_s = quota.reset_epoch_s
+        if reset_s is None or reset_s <= now_s:
+            return  # without a future reset we cannot pace; retries back off instead
+        remaining = 0 if status == 429 else quota.remaining
+        if remaining is None:
+            return
+        with self._lock:
+            self._expire_window(now_s)
+            current = self._window
+            if current is not None and reset_s < current.reported_reset_s:
+                return  # a late answer from an older window
+            if current is not None and reset_s == current.reported_reset_s:
+                # Same window: answers arrive out of order, the smallest remainder is the newest.
+                remaining = min(remaining, current.remaining)
+            until_s = min(reset_s, now_s + self._max_server_wait_s)
+            self._window = _Window(remaining, reset_s, until_s)
+
+    def server_wait_s(self, now_s: float) -> float:
+        """Seconds until Braze allows the next request (0 when it has not said to wait)."""
+        with self._lock:
+            self._expire_window(now_s)
+            return self._server_wait_s(now_s)
+
+    def _refill(self, now_s: float) -> None:
+        last_s = self._refilled_at_s
+        if last_s is None or now_s < last_s - _CLOCK_STEP_S:
+            self._refilled_at_s = now_s  # first use, or the wall clock was set back: start over
+            return
+        # Threads read the clock before taking the lock, so `now_s` may trail a little: such a
+        # reading adds nothing and must not move the mark back (that would refill twice).
+        elapsed_s = max(0.0, now_s - last_s)
+        self._tokens = min(self._capacity, self._tokens + elapsed_s * self._rate_per_s)
+        self._refilled_at_s = max(last_s, now_s)
+
+    def _expire_window(self, now_s: float) -> None:
+        if self._window is not None and now_s >= self._window.until_s:
+            self._window = None
+
+    def _token_wait_s(self) -> float:
+        missing = 1.0 - self._tokens
+        return missing / self._rate_per_s if missing > 0 else 0.0
+
+    def _server_wait_s(self, now_s: float) -> float:
+        window = self._window
+        if window is None:
+            return 0.0
+        if window.remaining <= 0:
+            return window.until_s - now_s
+        left_s = window.until_s - now_s
+        if window.remaining / left_s >= self._rate_per_s or self._last_grant_s is None:
+            return 0.0  # plenty left: our own budget is the stricter limit
+        interval_s = left_s / window.remaining
+        return max(0.0, self._last_grant_s + interval_s - now_s)
