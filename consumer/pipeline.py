@@ -55,6 +55,7 @@ class Ticket:
     """The event an intent came from; settling all its units may release the offset."""
 
     raw: RawMessage
+    generation: int  # which assignment of the partition consumed it; stale results are ignored
 
     @property
     def tp(self) -> TopicPartition:
@@ -117,6 +118,18 @@ class Pipeline:
         self._dlq_unacked = 0
         self._consecutive_dead = 0
         self._max_consecutive_dead = max_consecutive_dead_letters
+        self._generations: dict[TopicPartition, int] = {}
+
+    # -- assignment -----------------------------------------------------------------------------
+
+    def assigned(self, tps: Sequence[TopicPartition]) -> None:
+        """A new assignment generation: results of sends from an earlier one must not settle it."""
+        for tp in tps:
+            self._generations[tp] = self._generations.get(tp, 0) + 1
+
+    def _settle(self, ticket: Ticket) -> None:
+        if self._generations.get(ticket.tp) == ticket.generation:
+            self.tracker.settle(ticket.tp, ticket.offset)
 
     # -- intake -------------------------------------------------------------------------------
 
@@ -124,7 +137,8 @@ class Pipeline:
         """Route one consumed message; every unit it creates is settled later, exactly once."""
         self.stats.consumed += 1
         self._metrics.event_consumed(raw.meta.topic)
-        ticket = Ticket(raw)
+        meta = raw.meta
+        ticket = Ticket(raw, self._generations.get((meta.topic, meta.partition), 0))
         decoded = decode(raw)
         if isinstance(decoded, DecodeError):
             self.tracker.track(ticket.tp, ticket.offset, 1)
@@ -202,7 +216,7 @@ class Pipeline:
                 self._consecutive_dead = 0
                 self.stats.recipients_sent += 1
                 self._metrics.recipients_sent(endpoint, 1)
-                self.tracker.settle(item.token.tp, item.token.offset)
+                self._settle(item.token)
                 continue
             reason = Reason.BRAZE_REJECTED if result.outcome == "rejected" else Reason.RETRIES_EXHAUSTED
             letter = DeadLetter(
@@ -250,7 +264,7 @@ class Pipeline:
         def on_done(error: str | None) -> None:
             self._dlq_unacked -= 1
             if error is None:
-                self.tracker.settle(retry.ticket.tp, retry.ticket.offset)
+                self._settle(retry.ticket)
                 return
             # Never drop: keep the unit unsettled (the partition stops advancing) and try again.
             self._metrics.dlq_write_failed()
@@ -272,7 +286,8 @@ class Pipeline:
         due = [r for r in self._dlq_retries if r.due_ms <= now]
         self._dlq_retries = [r for r in self._dlq_retries if r.due_ms > now]
         for retry in due:
-            self._write_dead_letter(retry)
+            if self._generations.get(retry.ticket.tp) == retry.ticket.generation:
+                self._write_dead_letter(retry)  # else: revoked; the new owner re-reads the event
 
     @property
     def dead_letters_unacked(self) -> int:

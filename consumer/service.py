@@ -70,6 +70,7 @@ class ConsumerService:
     def on_assign(self, tps: list[TopicPartition]) -> None:
         log.info("assigned %s", _fmt(tps))
         self._assigned.update(tps)
+        self.pipeline.assigned(tps)
         if self._paused:
             self._source.pause(tps)
         self._ready()
