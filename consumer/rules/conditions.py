@@ -1,0 +1,180 @@
+"""Rule conditions (`when:`): compiled at load into predicates over the event document.
+
+A key is a dotted path (`data.total`, `_kafka.headers.x-source`, `data.items.0.sku`); a missing path
+reads as null, as in JMESPath. Comparisons between different JSON types are false, never errors,
+and booleans are never numbers.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from consumer.json_types import JSONValue
+from consumer.rules.jsonvalues import as_json, json_equal
+from consumer.rules.model import Issue
+
+Predicate = Callable[[JSONValue], bool]
+Step = tuple[str, int | None]  # (object key, list index when the segment is a number)
+OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "matches")
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    path: str
+    steps: tuple[Step, ...]
+    test: Predicate
+
+    def holds(self, document: JSONValue) -> bool:
+        return self.test(resolve(document, self.steps))
+
+
+def compile_path(text: str) -> tuple[Step, ...]:
+    """`"data.items.0"` -> (("data", None), ("items", None), ("0", 0)). Raises ValueError."""
+    parts = text.split(".")
+    if not text or any(part == "" for part in parts):
+        raise ValueError(f"invalid path {text!r}: use dot-separated keys such as data.total")
+    return tuple((part, int(part) if part.isdigit() else None) for part in parts)
+
+
+def resolve(document: JSONValue, steps: tuple[Step, ...]) -> JSONValue:
+    """The value at `steps`, or None when any step is missing or of the wrong type."""
+    current = document
+    for key, index in steps:
+        if isinstance(current, dict):
+            current = current.get(key)
+        elif isinstance(current, list) and index is not None and index < len(current):
+            current = current[index]
+        else:
+            return None
+    return current
+
+
+def compile_conditions(when: Mapping[str, object]) -> tuple[tuple[Condition, ...], list[Issue]]:
+    """All conditions of one rule, with issues located under `("when", path[, operator])`."""
+    conditions: list[Condition] = []
+    issues: list[Issue] = []
+    for path, spec in when.items():
+        try:
+            steps = compile_path(path)
+        except ValueError as exc:
+            issues.append(((path,), str(exc)))
+            continue
+        for loc, result in _predicates(spec):
+            if isinstance(result, str):
+                issues.append(((path, *loc), result))
+            else:
+                conditions.append(Condition(path, steps, result))
+    return tuple(conditions), [(("when", *loc), message) for loc, message in issues]
+
+
+def _predicates(spec: object) -> Iterator[tuple[tuple[str, ...], Predicate | str]]:
+    """Predicates for one key; a message string in place of a predicate is an issue."""
+    if not isinstance(spec, Mapping):
+        yield (), _compile_operator("eq", spec)
+        return
+    if not spec:
+        yield (), "an empty operator mapping; write a value, or {operator: value}"
+    for name, operand in spec.items():
+        if name not in OPERATORS:
+            known = ", ".join(OPERATORS)
+            yield (str(name),), f"unknown condition operator {name!r} (known: {known})"
+        else:
+            yield (name,), _compile_operator(name, operand)
+
+
+def _compile_operator(operator: str, operand: object) -> Predicate | str:
+    try:
+        value = as_json(operand)
+    except ValueError as exc:
+        return str(exc)
+    builder = _BUILDERS[operator]
+    try:
+        return builder(value)
+    except (ValueError, re.error) as exc:
+        return f"`{operator}`: {exc}"
+
+
+def _equals(operand: JSONValue) -> Predicate:
+    if operand is None:
+        return lambda value: value is None
+    if isinstance(operand, str):
+        return lambda value: value == operand  # a str only equals a str
+    return lambda value: json_equal(value, operand)
+
+
+def _not_equals(operand: JSONValue) -> Predicate:
+    equals = _equals(operand)
+    return lambda value: not equals(value)
+
+
+def _ordering(compare: Callable[[Any, Any], bool]) -> Callable[[JSONValue], Predicate]:
+    """Numbers compare with numbers and strings with strings (ISO 8601 times order as text)."""
+
+    def build(operand: JSONValue) -> Predicate:
+        if isinstance(operand, str):
+            return lambda value: type(value) is str and compare(value, operand)
+        if isinstance(operand, int | float) and not isinstance(operand, bool):
+            return lambda value: type(value) in (int, float) and compare(value, operand)
+        raise ValueError("needs a number or a string")
+
+    return build
+
+
+def _member(operand: JSONValue) -> Predicate:
+    if not isinstance(operand, list):
+        raise ValueError("needs a list of values")
+    strings = frozenset(item for item in operand if type(item) is str)
+    numbers = frozenset(item for item in operand if type(item) in (int, float))
+    booleans = frozenset(item for item in operand if type(item) is bool)
+    has_null = None in operand
+    others = tuple(item for item in operand if isinstance(item, list | dict))
+
+    def test(value: JSONValue) -> bool:
+        kind = type(value)
+        if kind is str:
+            return value in strings
+        if kind is int or kind is float:
+            return value in numbers
+        if kind is bool:
+            return value in booleans
+        if value is None:
+            return has_null
+        return any(json_equal(value, item) for item in others)
+
+    return test
+
+
+def _not_member(operand: JSONValue) -> Predicate:
+    member = _member(operand)
+    return lambda value: not member(value)
+
+
+def _exists(operand: JSONValue) -> Predicate:
+    if not isinstance(operand, bool):
+        raise ValueError("needs true or false")
+    return lambda value: (value is not None) is operand
+
+
+def _matches(operand: JSONValue) -> Predicate:
+    if not isinstance(operand, str):
+        raise ValueError("needs a regular expression string")
+    pattern = re.compile(operand)
+    return lambda value: type(value) is str and pattern.search(value) is not None
+
+
+_BUILDERS: dict[str, Callable[[JSONValue], Predicate]] = {
+    "eq": _equals,
+    "ne": _not_equals,
+    "gt": _ordering(operator.gt),
+    "gte": _ordering(operator.ge),
+    "lt": _ordering(operator.lt),
+    "lte": _ordering(operator.le),
+    "in": _member,
+    "not_in": _not_member,
+    "exists": _exists,
+    "matches": _matches,
+}

@@ -1,0 +1,186 @@
+"""Stage 2: one compiled rule applied to one event gives a send intent, a skip, or a failure.
+
+Pure and clock-free (`now_ms` is passed in). Per-event problems are values (`MappingFailure`),
+never exceptions: they become dead letters in the pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from consumer.events import Event
+from consumer.intents import (
+    BatchKey,
+    Endpoint,
+    MappingFailure,
+    Outcome,
+    RuleSkip,
+    SendIntent,
+    canonical_json,
+)
+from consumer.json_types import JSONObject, JSONValue
+from consumer.rules.conditions import Condition, Step, resolve
+from consumer.rules.templates import NOTHING, ExpressionError, ObjectTemplate, Template
+from consumer.rules.times import braze_schedule_time, epoch_ms, parse_iso8601
+
+# Braze: trigger_properties / context objects are at most 50 KB; stay under either reading of KB.
+MAX_PROPERTIES_BYTES = 50_000
+
+
+class _MappingError(Exception):
+    """Internal: stops building a recipient; turned into a MappingFailure by `apply`."""
+
+    def __init__(self, field: str, message: str, reason: str = "mapping_error") -> None:
+        super().__init__(message)
+        self.failure_field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The recipient identifier: `kind` is the Braze field, `parts` its string templates."""
+
+    kind: str  # external_user_id | user_alias | email | braze_id
+    parts: tuple[tuple[str, Template], ...]  # (field, template); two for user_alias
+
+    def render(self, document: JSONObject) -> tuple[JSONValue, str]:
+        """The identifier's JSON value and the user key; raises _MappingError."""
+        values: dict[str, str] = {}
+        for name, template in self.parts:
+            field = "recipient." + (name if name == self.kind else f"{self.kind}.{name}")
+            values[name] = _required_string(template, document, field)
+        if self.kind == "user_alias":
+            alias: JSONObject = {"alias_name": values["alias_name"]}
+            alias["alias_label"] = values["alias_label"]
+            return alias, f"user_alias:{values['alias_label']}:{values['alias_name']}"
+        value = values[self.kind]
+        # Braze matches e-mail addresses case-insensitively; the user key must as well.
+        key_value = value.lower() if self.kind == "email" else value
+        return value, f"{self.kind}:{key_value}"
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePlan:
+    time: Template
+    in_local_time: bool | None
+    at_optimal_time: bool | None
+
+    def render_json(self, document: JSONObject) -> str:
+        """The canonical JSON of the schedule object; raises _MappingError."""
+        text = _required_string(self.time, document, "schedule.time")
+        local = bool(self.in_local_time or self.at_optimal_time)
+        try:
+            schedule: JSONObject = {"time": braze_schedule_time(text, local)}
+        except ValueError as exc:
+            raise _MappingError("schedule.time", str(exc)) from exc
+        if self.in_local_time is not None:
+            schedule["in_local_time"] = self.in_local_time
+        if self.at_optimal_time is not None:
+            schedule["at_optimal_time"] = self.at_optimal_time
+        return canonical_json(schedule)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    rule_id: str
+    topics: frozenset[str]
+    conditions: tuple[Condition, ...]
+    endpoint: Endpoint
+    target_id: str
+    send_id: str | None
+    identity: Identity
+    prioritization: tuple[str, ...] | None
+    send_to_existing_only: bool | None
+    properties: ObjectTemplate | None
+    attributes: ObjectTemplate | None
+    schedule: SchedulePlan | None
+    max_event_age_ms: int | None
+    event_time: tuple[Step, ...] | None
+
+    def apply(self, event: Event, now_ms: int) -> Outcome | None:
+        """None when a condition does not hold; otherwise exactly one outcome."""
+        document = event.document
+        for condition in self.conditions:
+            if not condition.holds(document):
+                return None
+        try:
+            if self.max_event_age_ms is not None and self._too_old(event, now_ms):
+                return RuleSkip(self.rule_id, "max_event_age")
+            return self._intent(document)
+        except _MappingError as failed:
+            return MappingFailure(self.rule_id, failed.failure_field, str(failed), failed.reason)
+
+    def _too_old(self, event: Event, now_ms: int) -> bool:
+        assert self.max_event_age_ms is not None
+        if self.event_time is None:
+            event_ms = event.raw.meta.timestamp_ms
+            # No timestamp (never from a modern broker): nothing says the event is stale.
+            return event_ms is not None and now_ms - event_ms > self.max_event_age_ms
+        return now_ms - _event_time_ms(resolve(event.document, self.event_time)) > (
+            self.max_event_age_ms
+        )
+
+    def _intent(self, document: JSONObject) -> SendIntent:
+        identifier, user_key = self.identity.render(document)
+        recipient: JSONObject = {self.identity.kind: identifier}
+        if self.prioritization is not None:
+            recipient["prioritization"] = list(self.prioritization)
+        if self.properties is not None:
+            properties = _render_object(self.properties, document, "properties")
+            if properties:
+                _check_size(properties)
+                recipient[self.endpoint.properties_field] = properties
+        if self.attributes is not None:
+            attributes = _render_object(self.attributes, document, "attributes")
+            if attributes:
+                recipient["attributes"] = attributes
+        if self.send_to_existing_only is not None:
+            if not self.send_to_existing_only and "attributes" not in recipient:
+                raise _MappingError("attributes", "send_to_existing_only: false needs attributes")
+            recipient["send_to_existing_only"] = self.send_to_existing_only
+        schedule_json = None if self.schedule is None else self.schedule.render_json(document)
+        key = BatchKey(self.endpoint, self.target_id, self.send_id, schedule_json)
+        size_bytes = len(canonical_json(recipient).encode("utf-8"))
+        return SendIntent(self.rule_id, key, recipient, user_key, size_bytes)
+
+
+def _required_string(template: Template, document: JSONObject, field: str) -> str:
+    try:
+        value = template.render(document)
+    except ExpressionError as exc:
+        raise _MappingError(field, str(exc)) from exc
+    if value is NOTHING:
+        raise _MappingError(field, f"{field} is required but its expression found no value")
+    if not isinstance(value, str) or not value:
+        kind = "an empty string" if value == "" else f"a {type(value).__name__}"
+        hint = " (use to_string(...) in the expression)" if not isinstance(value, str) else ""
+        raise _MappingError(field, f"{field} must be a non-empty string, got {kind}{hint}")
+    return value
+
+
+def _render_object(template: ObjectTemplate, document: JSONObject, field: str) -> JSONObject:
+    try:
+        return template.render(document)
+    except ExpressionError as exc:
+        raise _MappingError(field, str(exc)) from exc
+
+
+def _check_size(properties: JSONObject) -> None:
+    size = len(canonical_json(properties).encode("utf-8"))
+    if size > MAX_PROPERTIES_BYTES:
+        message = f"properties are {size} bytes, over Braze's limit of {MAX_PROPERTIES_BYTES}"
+        raise _MappingError("properties", message, reason="too_large")
+
+
+def _event_time_ms(value: JSONValue) -> int:
+    """An ISO 8601 string, or a number of epoch milliseconds; raises _MappingError."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return epoch_ms(parse_iso8601(value))
+        except (ValueError, OverflowError) as exc:
+            raise _MappingError("event_time", str(exc)) from exc
+    kind = "no value" if value is None else f"a {type(value).__name__}"
+    raise _MappingError("event_time", f"event_time must be ISO 8601 text or epoch ms, got {kind}")
