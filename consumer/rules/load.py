@@ -10,7 +10,13 @@ from consumer.rules.build import build_rule
 from consumer.rules.errors import RuleProblem, RulesError
 from consumer.rules.evaluate import CompiledRule
 from consumer.rules.table import RulesTable
-from consumer.yaml_lines import LineIndex, Loc, YamlError, load_yaml_with_lines
+from consumer.yaml_lines import (
+    LineIndex,
+    Loc,
+    YamlError,
+    load_yaml_with_lines,
+    parse_yaml_with_lines,
+)
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -29,25 +35,37 @@ def load_rules(path: Path | str) -> RulesTable:
     return load_rules_many([Path(path)])
 
 
+def load_rules_text(text: str, name: str = "<rules>") -> RulesTable:
+    """Rules from YAML text (tests, tools); `name` stands for the file in problems."""
+    try:
+        data, index = parse_yaml_with_lines(text)
+    except YamlError as exc:
+        raise RulesError([_yaml_problem(name, exc)]) from exc
+    return _table([(name, _load_document(name, data, index))], [])
+
+
 def load_rules_many(paths: Sequence[Path]) -> RulesTable:
     """Several files and/or folders as one table (rule ids unique across all of them)."""
     files, problems = expand_rule_paths(paths)
-    rules: list[CompiledRule] = []
+    return _table([(str(file), _load_file(file)) for file in files], problems)
+
+
+def _table(files: list[tuple[str, _Loaded]], problems: list[RuleProblem]) -> RulesTable:
+    """The table of all files' rules, or RulesError with every problem in file and line order."""
     first_seen: dict[str, str] = {}
-    for file in files:
-        loaded = _load_file(file)
-        problems.extend(loaded.problems)
-        rules.extend(loaded.rules)
+    for name, loaded in files:
         for rule_id, line in loaded.ids:
-            where = f"{file}:{line}"
             if rule_id in first_seen:
                 message = f"duplicate rule id (first defined at {first_seen[rule_id]})"
-                problems.append(RuleProblem(str(file), line, rule_id, message))
+                loaded.problems.append(RuleProblem(name, line, rule_id, message))
             else:
-                first_seen[rule_id] = where
+                first_seen[rule_id] = f"{name}:{line}"
+    for _, loaded in files:
+        problems.extend(sorted(loaded.problems, key=lambda problem: problem.line))
     if problems:
         raise RulesError(problems)
-    return RulesTable(tuple(rules), tuple(str(file) for file in files))
+    rules = tuple(rule for _, loaded in files for rule in loaded.rules)
+    return RulesTable(rules, tuple(name for name, _ in files))
 
 
 def expand_rule_paths(paths: Sequence[Path]) -> tuple[list[Path], list[RuleProblem]]:
@@ -72,9 +90,17 @@ def _load_file(path: Path) -> _Loaded:
     try:
         data, index = load_yaml_with_lines(path)
     except YamlError as exc:
-        return _Loaded([], [], [RuleProblem(name, exc.line, "-", f"invalid YAML: {exc.message}")])
+        return _Loaded([], [], [_yaml_problem(name, exc)])
     except OSError as exc:
         return _Loaded([], [], [RuleProblem(name, 0, "-", f"cannot read: {exc.strerror}")])
+    return _load_document(name, data, index)
+
+
+def _yaml_problem(name: str, error: YamlError) -> RuleProblem:
+    return RuleProblem(name, error.line, "-", f"invalid YAML: {error.message}")
+
+
+def _load_document(name: str, data: object, index: LineIndex) -> _Loaded:
     problems = [
         RuleProblem(name, line, _rule_id_at(data, loc), f"duplicate key `{loc[-1]}`")
         for loc, line in index.duplicate_keys
