@@ -1,0 +1,287 @@
+"""Emulator: how one Braze request is answered (route, size, auth, budget, faults, contract).
+
+The HTTP server hands each request to `EmulatorState.handle` and writes back the `Reply`; the
+control API changes the state through the other methods. One lock makes every request's decision
+and its record atomic; the server sleeps the reply's latency outside the lock.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from http import HTTPStatus
+
+from consumer.braze.contract import MAX_BODY_BYTES, validate_request
+from consumer.emulator.budget import BudgetLimits, RateBudget, RateStatus
+from consumer.emulator.faults import FaultPlan, FaultSettings
+from consumer.emulator.record import RecordedRequest, Recorder, Stats
+from consumer.intents import SEND_ENDPOINTS, Endpoint
+from consumer.json_types import JSONObject, JSONValue
+
+MAX_RECORDED_BODY_BYTES = 64 * 1024
+RATE_LIMITED = "Rate limit exceeded"
+_ENDPOINTS = {endpoint.value: endpoint for endpoint in Endpoint}
+_SCHEDULE_CREATES = frozenset({Endpoint.CAMPAIGN_SCHEDULE_CREATE, Endpoint.CANVAS_SCHEDULE_CREATE})
+# Braze documents 201 only for /canvas/trigger/send and "2XX" elsewhere (braze-api.md §9.1). We
+# answer 201 for every call that creates something (a send, a schedule, a send id) and 200 for
+# schedule update/delete, so a client that accepts only 200 fails here rather than in production.
+_UPDATES = frozenset(
+    {
+        Endpoint.CAMPAIGN_SCHEDULE_UPDATE,
+        Endpoint.CANVAS_SCHEDULE_UPDATE,
+        Endpoint.CAMPAIGN_SCHEDULE_DELETE,
+        Endpoint.CANVAS_SCHEDULE_DELETE,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRequest:
+    method: str
+    path: str  # without the query string
+    authorization: str | None  # the Authorization header
+    body: bytes  # empty when the body was too large to keep
+    body_bytes: int  # Content-Length as received
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int | None  # None: close the connection without answering
+    body: JSONObject
+    headers: tuple[tuple[str, str], ...] = ()
+    delay_s: float = 0.0  # answer only after this long (injected latency)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    reply: Reply
+    recipients: int | None = None  # None: not parsed yet (the record counts them)
+    sent: bool = False  # recipients were messaged (not a paused Canvas, not a failure)
+
+
+class EmulatorState:
+    """Everything the emulator knows; every public method is thread-safe."""
+
+    def __init__(
+        self,
+        api_keys: Iterable[str],
+        limits: BudgetLimits | None = None,
+        *,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.time,
+        recorder: Recorder | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._api_keys = _checked_keys(api_keys)
+        self._budget = RateBudget(limits)
+        self._seed = seed
+        self._faults = FaultPlan(seed=seed)
+        self._clock = clock
+        self._recorder = recorder or Recorder()
+
+    def handle(self, request: InboundRequest) -> Reply:
+        with self._lock:
+            now_s = self._clock()
+            delay_s = self._faults.delay_s()
+            if self._faults.take_drop():
+                outcome = _Outcome(Reply(status=None, body={}))
+            else:
+                outcome = self._answer(request, now_s)
+            self._remember(request, outcome, now_s)
+        return replace(outcome.reply, delay_s=delay_s)
+
+    def set_api_keys(self, api_keys: Iterable[str]) -> None:
+        keys = _checked_keys(api_keys)
+        with self._lock:
+            self._api_keys = keys
+
+    def set_limits(self, limits: BudgetLimits) -> None:
+        with self._lock:
+            self._budget.set_limits(limits)
+
+    def budget(self) -> tuple[BudgetLimits, RateStatus]:
+        with self._lock:
+            return self._budget.limits, self._budget.peek(self._clock())
+
+    def faults(self) -> FaultSettings:
+        with self._lock:
+            return self._faults.settings
+
+    def set_faults(self, settings: FaultSettings, *, seed: int | None = None) -> None:
+        """Replace the fault settings; a seed also restarts the RNG that draws from them."""
+        with self._lock:
+            self._faults.settings = settings
+            if seed is not None:
+                self._faults.reseed(seed)
+
+    def requests_since(self, seq: int, limit: int | None = None) -> list[RecordedRequest]:
+        with self._lock:
+            return self._recorder.since(seq, limit)
+
+    def stats(self) -> Stats:
+        with self._lock:
+            return self._recorder.stats()
+
+    def reset(self) -> None:
+        """Clear the record, the faults and the budget counters; keys and limits stay."""
+        with self._lock:
+            self._recorder.clear()
+            self._faults = FaultPlan(seed=self._seed)
+            self._budget.reset()
+
+    def _answer(self, request: InboundRequest, now_s: float) -> _Outcome:
+        checked = self._refuse(request, now_s)
+        if isinstance(checked, _Outcome):
+            return checked
+        # Only authenticated requests count against the budget: an unauthenticated caller is not
+        # a workspace, so it has no budget to spend (Braze counts per workspace, §5).
+        decision = self._budget.take(now_s)
+        headers = decision.status.headers()
+        if not decision.allowed:
+            return _failure(429, RATE_LIMITED, headers)
+        injected = self._faults.take_status()
+        if injected is not None:
+            message = RATE_LIMITED if injected == 429 else HTTPStatus(injected).phrase
+            return _failure(injected, message, headers)
+        return self._process(checked, request.body, now_s, headers)
+
+    def _refuse(self, request: InboundRequest, now_s: float) -> Endpoint | _Outcome:
+        """The endpoint, or the answer for a request refused before it counts."""
+        headers = self._budget.peek(now_s).headers()
+        endpoint = _ENDPOINTS.get(request.path)
+        if endpoint is None:
+            return _failure(404, "Not Found", headers, [f"No endpoint at {request.path}"])
+        if request.method != "POST":
+            allow = (*headers, ("Allow", "POST"))
+            return _failure(405, "Method Not Allowed", allow, [f"{endpoint.value} takes POST"])
+        if request.body_bytes > MAX_BODY_BYTES:
+            error = f"The body has {request.body_bytes} bytes; the limit is {MAX_BODY_BYTES}"
+            return _failure(413, "Request Entity Too Large", headers, [error])
+        auth_error = self._auth_error(request.authorization)
+        if auth_error is not None:
+            # Never echo the key: the caller's logs may show this body.
+            return _failure(401, "Invalid API key: <redacted>", headers, [auth_error])
+        return endpoint
+
+    def _auth_error(self, authorization: str | None) -> str | None:
+        if authorization is None:
+            return "Missing Authorization header; send 'Authorization: Bearer <REST API key>'"
+        scheme, _, key = authorization.partition(" ")
+        if scheme != "Bearer" or not key:
+            return "The Authorization header must be 'Bearer <REST API key>'"
+        # Compare against every key in constant time, so timing does not reveal a prefix.
+        if not any(hmac.compare_digest(key.encode(), known) for known in self._api_keys):
+            return "The API key is not known to this emulator"
+        return None
+
+    def _process(
+        self, endpoint: Endpoint, raw: bytes, now_s: float, headers: tuple[tuple[str, str], ...]
+    ) -> _Outcome:
+        try:
+            body = json.loads(raw)
+        except ValueError as error:  # UnicodeDecodeError is a ValueError too
+            return _failure(400, "Invalid JSON in request body", headers, [str(error)])
+        recipients = _recipient_count(body)
+        problems = validate_request(endpoint, body, now=datetime.fromtimestamp(now_s, UTC))
+        if problems:
+            return _failure(400, problems[0], headers, problems, recipients)
+        rejected = self._faults.rejected(_external_user_ids(body))
+        if rejected:
+            errors = [f"external_user_id {uid} was rejected" for uid in rejected]
+            return _failure(400, "Invalid recipient", headers, errors, recipients)
+        return self._success(endpoint, body, headers, recipients)
+
+    def _success(
+        self,
+        endpoint: Endpoint,
+        body: JSONObject,
+        headers: tuple[tuple[str, str], ...],
+        recipients: int,
+    ) -> _Outcome:
+        answer: JSONObject = {}
+        if endpoint in SEND_ENDPOINTS:
+            answer["dispatch_id"] = secrets.token_hex(16)
+        if endpoint in _SCHEDULE_CREATES:
+            answer["schedule_id"] = secrets.token_hex(16)
+        if endpoint is Endpoint.SEND_ID_CREATE:
+            answer["send_id"] = body.get("send_id") or secrets.token_hex(8)
+        answer["message"] = "success"
+        notice = None
+        if endpoint.is_canvas and endpoint in SEND_ENDPOINTS:
+            notice = self._faults.canvas_notice(str(body["canvas_id"]))
+        if notice is not None:
+            answer["notice"] = notice
+        status = 200 if endpoint in _UPDATES else 201
+        sent = endpoint in SEND_ENDPOINTS and notice is None
+        return _Outcome(Reply(status, answer, headers), recipients, sent)
+
+    def _remember(self, request: InboundRequest, outcome: _Outcome, now_s: float) -> None:
+        kept = request.body[:MAX_RECORDED_BODY_BYTES]
+        answer = outcome.reply.body
+        errors = answer.get("errors")
+        entry = RecordedRequest(
+            seq=self._recorder.next_seq(),
+            time_s=now_s,
+            method=request.method,
+            path=request.path,
+            status=outcome.reply.status,
+            body_text=kept.decode("utf-8", errors="replace"),
+            body_bytes=request.body_bytes,
+            body_truncated=len(kept) < request.body_bytes,
+            recipients=_count_in(request.body)
+            if outcome.recipients is None
+            else outcome.recipients,
+            message=_text_or_none(answer.get("message")),
+            errors=tuple(str(e) for e in errors) if isinstance(errors, list) else (),
+            dispatch_id=_text_or_none(answer.get("dispatch_id")),
+            notice=_text_or_none(answer.get("notice")),
+        )
+        self._recorder.add(entry, sent=outcome.sent)
+
+
+def _failure(
+    status: int,
+    message: str,
+    headers: tuple[tuple[str, str], ...],
+    errors: list[str] | None = None,
+    recipients: int | None = None,
+) -> _Outcome:
+    body: JSONObject = {"message": message, "errors": list[JSONValue](errors or [])}
+    return _Outcome(Reply(status, body, headers), recipients)
+
+
+def _checked_keys(api_keys: Iterable[str]) -> tuple[bytes, ...]:
+    keys = tuple(key.encode() for key in api_keys if key)
+    if not keys:
+        raise ValueError("the emulator needs at least one non-empty API key")
+    return keys
+
+
+def _count_in(raw: bytes) -> int:
+    try:
+        return _recipient_count(json.loads(raw))
+    except ValueError:
+        return 0
+
+
+def _recipient_count(body: object) -> int:
+    recipients = body.get("recipients") if isinstance(body, dict) else None
+    return len(recipients) if isinstance(recipients, list) else 0
+
+
+def _external_user_ids(body: JSONObject) -> list[str]:
+    recipients = body.get("recipients")
+    if not isinstance(recipients, list):
+        return []
+    found = (r.get("external_user_id") for r in recipients if isinstance(r, dict))
+    return [uid for uid in found if isinstance(uid, str)]
+
+
+def _text_or_none(value: JSONValue | None) -> str | None:
+    return value if isinstance(value, str) else None
