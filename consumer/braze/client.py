@@ -1,0 +1,358 @@
+"""Stage 4 (send): the only module that talks HTTP to Braze; one batch in, one result per recipient.
+
+`BrazeClient.send_batch` paces each request through the `RateLimiter`, retries it through
+`run_with_retries`, and when Braze rejects a batch (400/413) bisects it so that only recipients
+that fail alone are rejected. It blocks and is safe to call from many threads at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+
+from consumer.braze.ratelimit import RateLimiter
+from consumer.braze.retry import (
+    Attempt,
+    Bisection,
+    RecipientResult,
+    RequestOutcome,
+    RetryHooks,
+    RetryPolicy,
+    RetryReason,
+    classify_status,
+    cut,
+    may_have_been_processed,
+    parse_json,
+    run_with_retries,
+    warn_about_success_body,
+)
+from consumer.intents import BatchKey, Endpoint
+from consumer.json_types import JSONObject, JSONValue
+
+__all__ = [
+    "BrazeClient",
+    "BrazeClientConfig",
+    "ClientClosedError",
+    "NullObserver",
+    "RawResult",
+    "RecipientResult",
+    "RequestObserver",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1_000_000  # larger response bodies are cut, never read whole
+
+
+@dataclass(frozen=True)
+class BrazeClientConfig:
+    """How to reach Braze and how hard to try."""
+
+    rest_endpoint: str  # e.g. "https://rest.iad-01.braze.com"
+    requests_per_hour: int = 250_000
+    max_in_flight: int = 8  # size of the connection pool and of concurrent requests
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    write_timeout_s: float = 30.0
+    pool_timeout_s: float = 30.0
+    max_attempts: int = 6  # per request, including the first
+    max_retry_time_s: float = 300.0  # one request's retries, rate-limit waits excluded
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    max_rate_limit_wait_s: float = 3600.0  # cap on a 429 / Remaining=0 wait
+    split_on_reject: bool = True  # bisect a 400'd batch to find the bad recipients
+
+
+class RequestObserver(Protocol):
+    """Receives what the client does (metrics implements it)."""
+
+    def request_done(
+        self, endpoint: str, status: int | None, seconds: float, recipients: int
+    ) -> None: ...  # status None = transport error
+
+    def retry_scheduled(self, endpoint: str, reason: str) -> None: ...
+
+    def rate_limit_wait(self, seconds: float) -> None: ...
+
+
+class NullObserver:
+    """The default observer: ignores everything."""
+
+    def request_done(
+        self, endpoint: str, status: int | None, seconds: float, recipients: int
+    ) -> None:
+        """Ignore a finished request."""
+
+    def retry_scheduled(self, endpoint: str, reason: str) -> None:
+        """Ignore a retry."""
+
+    def rate_limit_wait(self, seconds: float) -> None:
+        """Ignore a rate-limit wait."""
+
+
+@dataclass(frozen=True)
+class RawResult:
+    """The answer to `send_raw`: the final status and body after retries."""
+
+    ok: bool
+    status: int | None
+    body: JSONValue  # parsed JSON; None when the body was not JSON
+    error: str  # "" when ok
+    attempts: int
+
+
+class ClientClosedError(RuntimeError):
+    """`close()` was called during a send: its recipients are neither sent nor failed for sure."""
+
+
+class BrazeClient:
+    """Sends batches to Braze with pacing, retries and bisection; thread-safe."""
+
+    def __init__(
+        self,
+        config: BrazeClientConfig,
+        api_key: str,
+        observer: RequestObserver | None = None,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        clock: Callable[[], float] = time.time,  # epoch seconds: X-RateLimit-Reset is one too
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,  # default: a sleep that close() interrupts
+        jitter: Callable[[float], float] | None = None,  # draws from [0, ceiling]
+    ) -> None:
+        _check_api_key(api_key)
+        _check_endpoint(config.rest_endpoint)
+        self._config = config
+        self._secret = api_key
+        self._observer: RequestObserver = observer or NullObserver()
+        self._clock = clock
+        self._monotonic = monotonic
+        self._closed = threading.Event()
+        self._sleep = sleep or self._closed.wait
+        self._limiter = RateLimiter(config.requests_per_hour, config.max_rate_limit_wait_s)
+        # Bounds requests on the wire, so extra threads wait here instead of timing out on the pool.
+        self._slots = threading.BoundedSemaphore(config.max_in_flight)
+        policy = RetryPolicy(
+            config.max_attempts,
+            config.max_retry_time_s,
+            config.backoff_initial_s,
+            config.backoff_max_s,
+        )
+        self._policy = policy
+        self._jitter = jitter or _full_jitter
+        self._http = _make_http_client(config, api_key, transport)
+
+    def __repr__(self) -> str:
+        return (
+            f"BrazeClient(rest_endpoint={self._config.rest_endpoint!r}, "
+            f"requests_per_hour={self._config.requests_per_hour}, "
+            f"max_in_flight={self._config.max_in_flight})"
+        )
+
+    def send_batch(self, key: BatchKey, recipients: Sequence[JSONObject]) -> list[RecipientResult]:
+        """Send these recipients in one request (more if bisecting); one result per recipient.
+
+        Blocks through rate-limit waits and retries. Raises ClientClosedError if `close()` is
+        called meanwhile (then nothing about these recipients is known for sure).
+        """
+        results: list[RecipientResult] = []
+        sendable: list[int] = []
+        for index, recipient in enumerate(recipients):
+            if _is_strict_json(recipient):
+                sendable.append(index)
+            else:
+                error = "recipient is not strict JSON (NaN, Infinity or a non-JSON value)"
+                results.append(RecipientResult(index, "rejected", None, error, 0, None, None))
+
+        def send_group(indices: list[int]) -> RequestOutcome:
+            body = key.request_body([recipients[i] for i in indices])
+            return self.request(key.endpoint, body, len(indices))
+
+        if sendable:
+            bisection = Bisection(len(recipients), send_group, self._config.split_on_reject)
+            results.extend(bisection.run(sendable))
+        return sorted(results, key=lambda result: result.index)
+
+    def send_raw(self, endpoint: Endpoint, body: JSONObject) -> RawResult:
+        """POST one body with pacing and retries, no bisection (admin uses: schedules, send ids)."""
+        outcome = self.request(endpoint, body, recipients=0)
+        last = outcome.last
+        ok = last.verdict == "success"
+        return RawResult(ok, last.status, last.body, "" if ok else last.detail, outcome.attempts)
+
+    def close(self) -> None:
+        """Stop: waiting sends raise ClientClosedError, connections are closed."""
+        self._closed.set()
+        self._http.close()
+
+    def __enter__(self) -> BrazeClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def request(self, endpoint: Endpoint, body: JSONObject, recipients: int) -> RequestOutcome:
+        """One logical request with its retries (used by `send_batch` and `send_raw`)."""
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        content = text.encode()
+        hooks = RetryHooks(
+            monotonic=self._monotonic,
+            sleep=self._pause,
+            jitter=self._jitter,
+            server_wait_s=lambda: self._limiter.server_wait_s(self._clock()),
+            on_retry=lambda attempt, sleep_s: self._on_retry(endpoint, attempt, sleep_s),
+        )
+        return run_with_retries(
+            lambda: self._attempt(endpoint, content, recipients), self._policy, hooks
+        )
+
+    def _attempt(self, endpoint: Endpoint, content: bytes, recipients: int) -> Attempt:
+        rate_wait_s = self._wait_for_slot()
+        started_s = self._monotonic()
+        try:
+            with self._slots:
+                started_s = self._monotonic()  # latency excludes the wait for a free connection
+                status, body, truncated = self._post(endpoint, content)
+        except httpx.TransportError as exc:
+            seconds = self._monotonic() - started_s
+            self._observer.request_done(endpoint.value, None, seconds, recipients)
+            reason, detail, unsent = _transport_failure(exc)
+            detail = self._redact(detail)
+            return Attempt(
+                "retry", reason, None, detail, None, self._clock(), rate_wait_s, not unsent
+            )
+        seconds = self._monotonic() - started_s
+        self._observer.request_done(endpoint.value, status, seconds, recipients)
+        verdict, retry_reason = classify_status(status)
+        parsed = None if truncated else parse_json(body)
+        if verdict == "success":
+            warn_about_success_body(endpoint.value, status, parsed)
+            return Attempt(verdict, None, status, "", parsed, self._clock(), rate_wait_s)
+        detail = self._redact(cut(f"HTTP {status}: {body.decode('utf-8', 'replace')}"))
+        possibly = may_have_been_processed(status, retry_reason)
+        return Attempt(
+            verdict, retry_reason, status, detail, parsed, self._clock(), rate_wait_s, possibly
+        )
+
+    def _post(self, endpoint: Endpoint, content: bytes) -> tuple[int, bytes, bool]:
+        if self._closed.is_set():
+            raise ClientClosedError("the Braze client is closed")
+        try:
+            with self._http.stream("POST", endpoint.value, content=content) as response:
+                self._limiter.observe(self._clock(), response.status_code, response.headers)
+                body, truncated = _read_bounded(response)
+                return response.status_code, body, truncated
+        except RuntimeError as exc:  # httpx refuses requests on a client closed meanwhile
+            if self._closed.is_set():
+                raise ClientClosedError("the Braze client is closed") from exc
+            raise
+
+    def _wait_for_slot(self) -> float:
+        """Sleep until the rate limiter grants a slot; returns the seconds waited."""
+        waited_s = 0.0
+        while (wait_s := self._limiter.acquire(self._clock())) > 0:
+            self._observer.rate_limit_wait(wait_s)
+            self._pause(wait_s)
+            waited_s += wait_s
+        return waited_s
+
+    def _on_retry(self, endpoint: Endpoint, attempt: Attempt, sleep_s: float) -> None:
+        reason = attempt.reason or "server_error"
+        self._observer.retry_scheduled(endpoint.value, reason)
+        # No idempotency key exists (braze-api.md section 7): at-least-once, and the log says so.
+        duplicate = "; the failed attempt may have been processed, so this may send twice"
+        log.info(
+            "retrying %s in %.2fs after %s%s",
+            endpoint.value,
+            sleep_s,
+            reason,
+            duplicate if attempt.possibly_processed else "",
+        )
+
+    def _pause(self, seconds: float) -> None:
+        self._sleep(seconds)
+        if self._closed.is_set():
+            raise ClientClosedError("the Braze client was closed while waiting")
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "[redacted]")
+
+
+def _check_api_key(api_key: str) -> None:
+    # Never echo the key: these messages must be safe to log.
+    if not api_key or not api_key.isascii() or not api_key.isprintable() or " " in api_key:
+        raise ValueError("the Braze API key is empty or has characters not allowed in a header")
+    if api_key[0] in "\"'" or api_key[-1] in "\"'":
+        raise ValueError("the Braze API key is written with quotes (Braze would answer 401)")
+
+
+def _check_endpoint(rest_endpoint: str) -> None:
+    url = httpx.URL(rest_endpoint)
+    if url.scheme not in ("http", "https") or not url.host or url.userinfo:
+        raise ValueError("braze rest_endpoint must be an http(s) URL with a host and no userinfo")
+
+
+def _make_http_client(
+    config: BrazeClientConfig, api_key: str, transport: httpx.BaseTransport | None
+) -> httpx.Client:
+    pool = config.max_in_flight
+    return httpx.Client(
+        base_url=config.rest_endpoint,
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        timeout=httpx.Timeout(
+            connect=config.connect_timeout_s,
+            read=config.read_timeout_s,
+            write=config.write_timeout_s,
+            pool=config.pool_timeout_s,
+        ),
+        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+        http1=True,
+        http2=False,
+        follow_redirects=False,  # a redirect means a wrong endpoint: fail, do not resend the body
+        transport=transport,
+    )
+
+
+def _transport_failure(exc: httpx.TransportError) -> tuple[RetryReason, str, bool]:
+    """(reason, detail, certainly unsent) for a request that got no status."""
+    unsent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout | httpx.ConnectError)
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout", f"timeout: {type(exc).__name__}", unsent
+    return "connection", f"connection error: {type(exc).__name__}: {exc}", unsent
+
+
+def _full_jitter(ceiling_s: float) -> float:
+    return random.uniform(0.0, ceiling_s)  # noqa: S311 - backoff jitter, not cryptography
+
+
+def _read_bounded(response: httpx.Response) -> tuple[bytes, bool]:
+    """Read at most MAX_BODY_BYTES; returns (body, cut short)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return b"".join(chunks)[:MAX_BODY_BYTES], True
+    except httpx.HTTPError:
+        # The status already arrived and decides the outcome; keep what came of the body.
+        return b"".join(chunks), True
+    return b"".join(chunks), False
+
+
+def _is_strict_json(recipient: JSONObject) -> bool:
+    """Python's JSON decoder lets NaN/Infinity through; Braze would reject the whole batch."""
+    try:
+        json.dumps(recipient, allow_nan=False)
+    except (ValueError, TypeError):
+        return False
+    return True
