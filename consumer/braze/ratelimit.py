@@ -108,15 +108,18 @@ class RateLimiter:
         remaining = 0 if status == 429 else quota.remaining
         if remaining is None:
             return
+        until_s = min(reset_s, now_s + self._max_server_wait_s)
         with self._lock:
             self._expire_window(now_s)
             current = self._window
-            if current is not None and reset_s < current.reported_reset_s:
-                return  # a late answer from an older window
+            if current is not None and current.remaining <= 0 and until_s < current.until_s:
+                return  # never shorten a hold: a late answer must not release requests early
             if current is not None and reset_s == current.reported_reset_s:
                 # Same window: answers arrive out of order, the smallest remainder is the newest.
                 remaining = min(remaining, current.remaining)
-            until_s = min(reset_s, now_s + self._max_server_wait_s)
+            # Otherwise the newest answer wins. An answer from a past window has a past reset
+            # and was dropped above; an earlier future reset is a tighter window (a per-second
+            # limit, say) and must be obeyed.
             self._window = _Window(remaining, reset_s, until_s)
 
     def server_wait_s(self, now_s: float) -> float:

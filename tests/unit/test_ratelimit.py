@@ -156,7 +156,17 @@ def _headers(step: Observe) -> dict[str, str]:
         pytest.param(
             360_000,
             [Observe(0, 200, "0", 100), Observe(1, 200, "500", 50), Acquire(1, 99)],
-            id="a late answer from an older window is ignored",
+            id="a late answer never shortens a hold",
+        ),
+        pytest.param(
+            360_000,
+            [Observe(0, 200, "1000", 3000), Observe(1, 429, "0", 2), Acquire(1, 1)],
+            id="an earlier reset from a tighter window is obeyed",
+        ),
+        pytest.param(
+            360_000,
+            [Observe(0, 200, "5", 3000), Observe(3001, 200, "3", 3000), Acquire(3001, 0)],
+            id="an answer about a window that has ended is ignored",
         ),
         pytest.param(
             3600,
