@@ -1,0 +1,146 @@
+"""Integration-test wiring: one real Kafka broker per test session (scripts/kafka-local).
+
+Set KAFKA_BOOTSTRAP_SERVERS to use a broker you run yourself instead; `restart()` is then skipped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import random
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KAFKA_LOCAL = REPO_ROOT / "scripts" / "kafka-local"
+INTEGRATION_DIR = Path(__file__).resolve().parent
+PORT_LOW, PORT_HIGH = 39000, 39999
+# The first start of a fresh machine fetches the jars with Maven; later starts take seconds.
+START_TIMEOUT_S = 280.0
+STOP_TIMEOUT_S = 60.0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration, so `-m "not integration"` skips them all."""
+    for item in items:
+        if INTEGRATION_DIR in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@dataclass(frozen=True)
+class LocalKafka:
+    """A broker this session started; owns its port pair and state dir."""
+
+    port: int
+    state_dir: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, keep_data: bool = False) -> None:
+        self._run("start", keep_data, START_TIMEOUT_S)
+
+    def stop(self, keep_data: bool = False) -> None:
+        """Idempotent (the script is), so a finally block and an atexit hook may both call it."""
+        self._run("stop", keep_data, STOP_TIMEOUT_S)
+
+    def _run(self, command: str, keep_data: bool, timeout_s: float) -> None:
+        env = {
+            **os.environ,
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_CONTROLLER_PORT": str(self.port + 1),
+            "KAFKA_LOCAL_DIR": str(self.state_dir),
+            "KAFKA_KEEP_DATA": "1" if keep_data else "0",
+            # Stops the broker even if this process is killed before any teardown runs.
+            "KAFKA_OWNER_PID": str(os.getpid()),
+            "KAFKA_PYTHON": sys.executable,
+        }
+        done = subprocess.run(
+            [str(KAFKA_LOCAL), command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"kafka-local {command} failed ({done.returncode}):\n{done.stderr}")
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    """What tests get: where the broker is, and a restart when this session owns it."""
+
+    bootstrap: str
+    local: LocalKafka | None
+
+    def restart(self) -> None:
+        """Stop the broker keeping its data, then start it again on the same port."""
+        if self.local is None:
+            pytest.skip("KAFKA_BOOTSTRAP_SERVERS points at a broker these tests did not start")
+        self.local.stop(keep_data=True)
+        self.local.start(keep_data=True)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port_pair(rng: random.Random) -> int:
+    """A port P with P and P+1 both free; random so parallel sessions rarely collide."""
+    for _ in range(100):
+        port = rng.randrange(PORT_LOW, PORT_HIGH)
+        if _bindable(port) and _bindable(port + 1):
+            return port
+    raise RuntimeError(f"no free port pair in {PORT_LOW}-{PORT_HIGH}")
+
+
+def _start_local(state_root: Path) -> LocalKafka:
+    rng = random.Random()
+    for attempt in range(3):
+        local = LocalKafka(_free_port_pair(rng), state_root / f"attempt-{attempt}")
+        try:
+            local.start()
+        except RuntimeError as exc:
+            # Another process took the port between our check and the broker's bind: pick again.
+            if "already in use" not in str(exc) or attempt == 2:
+                raise
+        else:
+            return local
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """The session's broker: KAFKA_BOOTSTRAP_SERVERS if set, else one started here."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield KafkaBroker(external, None)
+        return
+    local = _start_local(tmp_path_factory.mktemp("kafka"))
+    # Belt and braces: the finally covers failing tests, atexit an interrupted session,
+    # and KAFKA_OWNER_PID a killed one.
+    atexit.register(local.stop)
+    try:
+        yield KafkaBroker(local.bootstrap, local)
+    finally:
+        local.stop()
+        atexit.unregister(local.stop)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: KafkaBroker) -> str:
+    """`host:port` of the session's broker, for `bootstrap.servers`."""
+    return kafka_broker.bootstrap
