@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from consumer.batching import Batch, Batcher
-from consumer.braze.client import RecipientResult
+from consumer.braze.client import ClientClosedError, RecipientResult
 from consumer.braze.contract import MAX_BODY_BYTES
 from consumer.deadletter import DeadLetter, Reason
 from consumer.events import DecodeError, RawMessage, decode
@@ -184,6 +184,8 @@ class Pipeline:
     def _send(self, batch: Batch[Ticket]) -> tuple[Batch[Ticket], list[RecipientResult]]:
         try:
             return batch, self._sender.send_batch(batch.key, batch.recipients)
+        except ClientClosedError:
+            return batch, []  # shutting down mid-wait: leave unsettled, re-read after restart
         except Exception as exc:  # a bug in the client must not lose the batch: dead-letter it
             log.exception("send_batch failed unexpectedly for %s", batch.key.label)
             now = datetime.now(UTC)

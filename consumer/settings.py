@@ -61,7 +61,8 @@ class BrazeSettings(_Section):
     rest_endpoint: str = "https://rest.iad-01.braze.com"
     requests_per_hour: int = Field(250_000, ge=1)
     api_key_file: Path | None = None
-    max_in_flight: int = Field(8, ge=1, le=64)
+    # 24 x 300 ms latency still reaches the 250k/h budget (69 req/s); 8 reached only 39.
+    max_in_flight: int = Field(24, ge=1, le=64)
     connect_timeout_ms: int = Field(5_000, ge=100)
     read_timeout_ms: int = Field(30_000, ge=100)
     max_attempts: int = Field(6, ge=1, le=50)
