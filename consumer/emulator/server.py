@@ -29,6 +29,7 @@ _log = logging.getLogger(__name__)
 _MAX_DISCARD_BYTES = 4 * MAX_BODY_BYTES
 _CHUNK_BYTES = 64 * 1024
 _IDLE_TIMEOUT_S = 60.0  # a keep-alive connection idle this long is closed
+_SHUTDOWN_POLL_S = 0.05  # how often serve_forever looks for stop(); keeps test teardown quick
 
 
 class _Server(ThreadingHTTPServer):
@@ -159,7 +160,10 @@ class RunningEmulator:
         shown = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{shown}:{self.port}"
         self._thread = threading.Thread(
-            target=server.serve_forever, name=f"braze-emulator-{self.port}", daemon=True
+            target=server.serve_forever,
+            kwargs={"poll_interval": _SHUTDOWN_POLL_S},
+            name=f"braze-emulator-{self.port}",
+            daemon=True,
         )
         self._thread.start()
 

@@ -1,0 +1,242 @@
+"""How the emulator answers one request, decided without sockets (fixed clock, seeded faults)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from consumer.braze.contract import MAX_BODY_BYTES
+from consumer.emulator.budget import BudgetLimits
+from consumer.emulator.faults import CANVAS_PAUSED, FaultSettings
+from consumer.emulator.state import EmulatorState, InboundRequest
+from consumer.intents import Endpoint
+
+KEY = "secret-key-1"
+NOW_S = 1_900_000_000.5
+SEND = {"canvas_id": "cv-1", "recipients": [{"external_user_id": "u-1"}]}
+
+
+def post(path: str, body: object = SEND, auth: str | None = f"Bearer {KEY}") -> InboundRequest:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return InboundRequest("POST", path, auth, raw, len(raw))
+
+
+def new_state(**limits: int) -> EmulatorState:
+    return EmulatorState([KEY], BudgetLimits(**limits), seed=1, clock=lambda: NOW_S)
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "message"),
+    [
+        pytest.param(post("/canvas/trigger/sned"), 404, "Not Found", id="unknown path"),
+        pytest.param(
+            replace(post("/canvas/trigger/send"), method="GET"), 405, "Method Not Allowed", id="GET"
+        ),
+        pytest.param(
+            InboundRequest(
+                "POST", "/canvas/trigger/send", f"Bearer {KEY}", b"", MAX_BODY_BYTES + 1
+            ),
+            413,
+            "Request Entity Too Large",
+            id="body over 4 MB",
+        ),
+        pytest.param(post("/canvas/trigger/send", auth=None), 401, "Invalid API key", id="no auth"),
+        pytest.param(
+            post("/canvas/trigger/send", auth=KEY), 401, "Invalid API key", id="no Bearer"
+        ),
+        pytest.param(
+            post("/canvas/trigger/send", auth=f'Bearer "{KEY}"'),
+            401,
+            "Invalid API key",
+            id="quoted key",
+        ),
+        pytest.param(
+            post("/canvas/trigger/send", auth="Bearer other"), 401, "Invalid API key", id="bad key"
+        ),
+        pytest.param(
+            post("/canvas/trigger/send", b"{not json"), 400, "Invalid JSON", id="not JSON"
+        ),
+        pytest.param(
+            post("/canvas/trigger/send", b"\xff\xfe"), 400, "Invalid JSON", id="not UTF-8"
+        ),
+        pytest.param(
+            post("/canvas/trigger/send", {"canvas_id": "c"}), 400, "No Recipients", id="invalid"
+        ),
+        pytest.param(post("/canvas/trigger/send"), 201, "success", id="canvas send"),
+        pytest.param(
+            post("/campaigns/trigger/send", {"campaign_id": "c", "broadcast": True}),
+            201,
+            "success",
+            id="campaign broadcast",
+        ),
+        pytest.param(
+            post(
+                "/canvas/trigger/schedule/update",
+                {
+                    "canvas_id": "c",
+                    "schedule_id": "s",
+                    "schedule": {"time": "2031-01-01T00:00:00Z"},
+                },
+            ),
+            200,
+            "success",
+            id="schedule update",
+        ),
+        pytest.param(
+            post("/campaigns/trigger/schedule/delete", {"campaign_id": "c", "schedule_id": "s"}),
+            200,
+            "success",
+            id="schedule delete",
+        ),
+    ],
+)
+def test_answers(request_: InboundRequest, status: int, message: str) -> None:
+    reply = new_state().handle(request_)
+    assert reply.status == status
+    assert str(reply.body["message"]).startswith(message)
+    header_names = [name for name, _ in reply.headers]
+    assert header_names[:3] == ["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"]
+    if status >= 400:
+        assert isinstance(reply.body["errors"], list)
+        assert reply.body["errors"]
+
+
+def test_invalid_body_answers_first_problem_and_lists_all() -> None:
+    reply = new_state().handle(post("/canvas/trigger/send", {"canvas_id": 5, "broadcast": "no"}))
+    assert reply.body == {
+        "message": "canvas_id must be a string of the canvas api identifier",
+        "errors": [
+            "canvas_id must be a string of the canvas api identifier",
+            "broadcast must be a boolean",
+            "No Recipients",
+        ],
+    }
+
+
+def test_the_key_is_never_echoed() -> None:
+    reply = new_state().handle(post("/canvas/trigger/send", auth="Bearer wrong-key-xyz"))
+    assert "wrong-key-xyz" not in json.dumps(reply.body)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "fields"),
+    [
+        pytest.param(Endpoint.CANVAS_SEND, SEND, {"dispatch_id", "message"}, id="send"),
+        pytest.param(
+            Endpoint.CAMPAIGN_SCHEDULE_CREATE,
+            {"campaign_id": "c", "broadcast": True, "schedule": {"time": "2031-01-01T00:00:00Z"}},
+            {"dispatch_id", "schedule_id", "message"},
+            id="schedule create",
+        ),
+        pytest.param(
+            Endpoint.SEND_ID_CREATE, {"campaign_id": "c"}, {"send_id", "message"}, id="send id"
+        ),
+    ],
+)
+def test_success_bodies(endpoint: Endpoint, body: object, fields: set[str]) -> None:
+    state = new_state()
+    first, second = (state.handle(post(endpoint.value, body)) for _ in range(2))
+    assert first.status == 201
+    assert set(first.body) == fields
+    assert first.body["message"] == "success"
+    generated = fields - {"message"}
+    assert all(first.body[name] != second.body[name] for name in generated)  # random ids
+
+
+def test_send_id_create_returns_the_given_send_id() -> None:
+    reply = new_state().handle(post("/sends/id/create", {"campaign_id": "c", "send_id": "spring"}))
+    assert reply.body["send_id"] == "spring"
+
+
+def test_only_authenticated_requests_spend_the_budget() -> None:
+    state = new_state(per_hour=2)
+    for _ in range(3):
+        assert state.handle(post("/canvas/trigger/send", auth="Bearer nope")).status == 401
+    assert [state.handle(post("/canvas/trigger/send")).status for _ in range(3)] == [201, 201, 429]
+    limited = state.handle(post("/canvas/trigger/send"))
+    assert limited.body == {"message": "Rate limit exceeded", "errors": []}
+    assert dict(limited.headers)["X-RateLimit-Remaining"] == "0"
+    assert dict(limited.headers)["X-RateLimit-Reset"] == str(1_900_000_800)  # next clock hour
+
+
+def test_invalid_requests_spend_the_budget_too() -> None:
+    state = new_state(per_hour=5)
+    state.handle(post("/canvas/trigger/send", {"canvas_id": "c"}))
+    assert dict(state.handle(post("/canvas/trigger/send")).headers)["X-RateLimit-Remaining"] == "3"
+
+
+def test_rejected_recipient_fails_the_whole_request() -> None:
+    state = new_state()
+    state.set_faults(FaultSettings(reject_external_user_ids=frozenset({"u-13"})))
+    batch = {"canvas_id": "c", "recipients": [{"external_user_id": f"u-{n}"} for n in range(50)]}
+    reply = state.handle(post("/canvas/trigger/send", batch))
+    assert reply.status == 400
+    assert reply.body["errors"] == ["external_user_id u-13 was rejected"]
+    assert state.stats().recipients_sent == 0
+    assert state.requests_since(0)[0].recipients == 50
+
+
+def test_paused_canvas_succeeds_with_notice_and_sends_nothing() -> None:
+    state = new_state()
+    state.set_faults(FaultSettings(paused_canvas_ids=frozenset({"cv-1"})))
+    reply = state.handle(post("/canvas/trigger/send"))
+    assert (reply.status, reply.body["notice"]) == (201, CANVAS_PAUSED)
+    assert state.stats().recipients_sent == 0
+    assert state.requests_since(0)[0].notice == CANVAS_PAUSED
+
+
+def test_injected_status_then_normal_processing() -> None:
+    state = new_state()
+    state.set_faults(FaultSettings(status_sequence=(503, 429, 201)))
+    replies = [state.handle(post("/canvas/trigger/send")) for _ in range(4)]
+    assert [r.status for r in replies] == [503, 429, 201, 201]
+    assert replies[0].body == {"message": "Service Unavailable", "errors": []}
+    assert replies[1].body["message"] == "Rate limit exceeded"
+
+
+def test_dropped_request_has_no_answer_and_is_recorded() -> None:
+    state = new_state()
+    state.set_faults(FaultSettings(drop_next=1, latency_ms=(40, 40)))
+    dropped = state.handle(post("/canvas/trigger/send"))
+    assert (dropped.status, dropped.delay_s) == (None, 0.04)
+    recorded = state.requests_since(0)[0]
+    assert (recorded.status, recorded.recipients) == (None, 1)
+    assert state.handle(post("/canvas/trigger/send")).status == 201
+
+
+def test_record_keeps_the_body_and_answer() -> None:
+    state = new_state()
+    state.handle(post("/canvas/trigger/send"))
+    recorded = state.requests_since(0)[0]
+    assert json.loads(recorded.body_text) == SEND
+    assert (recorded.seq, recorded.time_s, recorded.status, recorded.message) == (
+        1,
+        NOW_S,
+        201,
+        "success",
+    )
+    assert recorded.dispatch_id is not None
+
+
+def test_reset_clears_record_faults_and_counters_but_not_keys_or_limits() -> None:
+    state = new_state(per_hour=3)
+    state.set_faults(FaultSettings(status_sequence=(500, 500)))
+    state.handle(post("/canvas/trigger/send"))
+    state.reset()
+    assert state.requests_since(0) == []
+    assert state.faults() == FaultSettings()
+    limits, status = state.budget()
+    assert (limits.per_hour, status.remaining) == (3, 3)
+    assert state.handle(post("/canvas/trigger/send")).status == 201
+    assert state.requests_since(0)[0].seq == 2
+
+
+def test_api_keys_can_be_replaced_but_not_emptied() -> None:
+    state = new_state()
+    state.set_api_keys(["new"])
+    assert state.handle(post("/canvas/trigger/send")).status == 401
+    assert state.handle(post("/canvas/trigger/send", auth="Bearer new")).status == 201
+    with pytest.raises(ValueError, match="at least one"):
+        state.set_api_keys([""])
