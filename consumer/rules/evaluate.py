@@ -110,6 +110,10 @@ class CompiledRule:
             return self._intent(document)
         except _MappingError as failed:
             return MappingFailure(self.rule_id, failed.failure_field, str(failed), failed.reason)
+        except RecursionError:
+            # JSON has no depth limit; copying or sizing a value nested thousands deep can hit
+            # Python's stack limit. That event cannot be mapped, and says so.
+            return MappingFailure(self.rule_id, "event", "the event is nested too deeply to map")
 
     def _too_old(self, event: Event, now_ms: int) -> bool:
         assert self.max_event_age_ms is not None
