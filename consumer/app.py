@@ -38,12 +38,14 @@ log = logging.getLogger("consumer")
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("run", help="run the service")
     parser.add_argument("--config", type=Path, default=Path("config/consumer.yaml"))
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     parser.add_argument(
         "--exit-when-idle",
         type=float,
         metavar="SECONDS",
-        help="stop once every assigned partition is caught up and settled for SECONDS (demos, jobs)",
+        help="stop once all assigned partitions are caught up and settled for SECONDS",
     )
     parser.add_argument("--summary-json", type=Path, help="write counts to this file on exit")
     parser.set_defaults(handler=_run)
@@ -116,7 +118,9 @@ def run_service(
     finally:
         left = producer.flush(10.0)
         if left:
-            log.error("%d dead letters unacknowledged at exit (their offsets were not committed)", left)
+            log.error(
+                "%d dead letters unacknowledged at exit (their offsets were not committed)", left
+            )
         client.close()
         server.stop()
         _report(pipeline, summary_path)

@@ -110,6 +110,11 @@ class Batcher(Generic[T]):
         """Recipients held in open batches."""
         return self._pending
 
+    @property
+    def open_batches(self) -> int:
+        """Batches not yet emitted."""
+        return len(self._live)
+
     def add(self, intent: SendIntent, token: T, now_ms: int) -> list[Batch[T]]:
         """Adds one recipient; returns the batches that became ready (full), oldest first.
 

@@ -8,7 +8,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 # Modules exposing `register(subparsers)`; each sets `handler` (args -> exit code) on its parser.
-COMMAND_MODULES: tuple[str, ...] = ("consumer.rules.command", "consumer.emulator.command")
+COMMAND_MODULES: tuple[str, ...] = (
+    "consumer.app",
+    "consumer.rules.command",
+    "consumer.emulator.command",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -1,4 +1,4 @@
-"""The only module that talks to confluent-kafka: the consumer-group source and the dead-letter producer.
+"""The only module that talks to confluent-kafka: the group consumer and the dead-letter producer.
 
 Everything crossing this boundary is a plain type (`RawMessage`, `(topic, partition)` tuples,
 `DeadLetter`), so the pipeline is tested against a real broker without knowing librdkafka.
@@ -9,17 +9,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from consumer.deadletter import DeadLetter
 from consumer.events import KafkaMeta, RawMessage
-from consumer.offsets import TopicPartition as TP
+from consumer.offsets import TopicPartition as PartitionKey
 from consumer.settings import ClientValue
 
 log = logging.getLogger(__name__)
 
-PartitionsCallback = Callable[[list[TP]], None]
+PartitionsCallback = Callable[[list[PartitionKey]], None]
 
 
 class KafkaFatalError(Exception):
@@ -37,9 +38,9 @@ class KafkaSource:
     """A consumer-group member with manual commits; callbacks run inside `consume()`."""
 
     def __init__(self, config: dict[str, ClientValue], handlers: RebalanceHandlers) -> None:
-        self._config = dict(config)
-        self._config["error_cb"] = self._on_error
-        self._consumer = Consumer(self._config)
+        full: dict[str, Any] = dict(config)
+        full["error_cb"] = self._on_error
+        self._consumer = Consumer(full)
         self._handlers = handlers
         self._fatal: str | None = None
 
@@ -67,31 +68,34 @@ class KafkaSource:
                 log.warning("kafka consume error: %s", error.str())
         return out
 
-    def pause(self, tps: Sequence[TP]) -> None:
+    def pause(self, tps: Sequence[PartitionKey]) -> None:
         if tps:
             self._consumer.pause([TopicPartition(t, p) for t, p in tps])
 
-    def resume(self, tps: Sequence[TP]) -> None:
+    def resume(self, tps: Sequence[PartitionKey]) -> None:
         if tps:
             self._consumer.resume([TopicPartition(t, p) for t, p in tps])
 
-    def commit(self, offsets: dict[TP, int], *, asynchronous: bool) -> bool:
+    def commit(self, offsets: dict[PartitionKey, int], *, asynchronous: bool) -> bool:
         """Commit `offsets` (next offset to read). Returns False when the broker refused."""
         if not offsets:
             return True
         parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
-            self._consumer.commit(offsets=parts, asynchronous=asynchronous)
+            if asynchronous:
+                self._consumer.commit(offsets=parts, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=parts, asynchronous=False)
         except KafkaException as exc:
             log.warning("offset commit failed: %s", exc.args[0].str() if exc.args else exc)
             return False
         return True
 
-    def lag(self, tps: Sequence[TP]) -> dict[TP, int]:
+    def lag(self, tps: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
         """High watermark minus position, from the client's cached watermarks (no broker call)."""
         if not tps:
             return {}
-        lags: dict[TP, int] = {}
+        lags: dict[PartitionKey, int] = {}
         positions = self._consumer.position([TopicPartition(t, p) for t, p in tps])
         for part in positions:
             try:
@@ -121,7 +125,7 @@ class DeadLetterProducer:
     def write(self, letter: DeadLetter, on_done: Callable[[str | None], None]) -> None:
         """Queue the record; `on_done(None)` once acknowledged, `on_done(message)` if it failed."""
 
-        def delivered(error: KafkaError | None, _message: Message) -> None:
+        def delivered(error: KafkaError | None, _message: Message[bytes, bytes]) -> None:
             on_done(None if error is None else error.str())
 
         raw = letter.raw
@@ -130,7 +134,7 @@ class DeadLetterProducer:
                 self._topic,
                 value=raw.value,
                 key=raw.meta.key,
-                headers=letter.headers(),
+                headers=list[tuple[str, str | bytes | None]](letter.headers()),
                 on_delivery=delivered,
             )
         except (BufferError, KafkaException) as exc:
@@ -144,19 +148,25 @@ class DeadLetterProducer:
         return int(self._producer.flush(timeout_s))
 
 
-def _tps(parts: list[TopicPartition]) -> list[TP]:
+def _tps(parts: list[TopicPartition]) -> list[PartitionKey]:
     return [(p.topic, p.partition) for p in parts]
 
 
-def _raw(message: Message) -> RawMessage:
+def _raw(message: Message[bytes, bytes]) -> RawMessage:
     _kind, timestamp = message.timestamp()
-    headers = tuple((name, value) for name, value in (message.headers() or []))
+    found = message.headers() or []
+    pairs = found.items() if isinstance(found, dict) else found
+    headers = tuple((name, _bytes(value)) for name, value in pairs)
     meta = KafkaMeta(
-        topic=message.topic(),
-        partition=message.partition(),
-        offset=message.offset(),
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
         key=message.key(),
         timestamp_ms=timestamp if timestamp and timestamp > 0 else None,
         headers=headers,
     )
     return RawMessage(meta, message.value())
+
+
+def _bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode("utf-8") if isinstance(value, str) else value

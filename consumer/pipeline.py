@@ -152,7 +152,9 @@ class Pipeline:
         for outcome in outcomes:
             self._route(outcome, ticket, now_ms)
 
-    def _route(self, outcome: SendIntent | RuleSkip | MappingFailure, ticket: Ticket, now_ms: int) -> None:
+    def _route(
+        self, outcome: SendIntent | RuleSkip | MappingFailure, ticket: Ticket, now_ms: int
+    ) -> None:
         if isinstance(outcome, RuleSkip):
             self._count_skip(outcome.rule_id, outcome.reason)
             return
@@ -164,7 +166,9 @@ class Pipeline:
             self._dead_letter(letter, ticket)
         elif outcome.size_bytes + _REQUEST_ENVELOPE_BYTES > MAX_BODY_BYTES:
             error = f"recipient is {outcome.size_bytes} bytes; a request may be {MAX_BODY_BYTES}"
-            self._dead_letter(DeadLetter(ticket.raw, Reason.TOO_LARGE, error, outcome.rule_id), ticket)
+            self._dead_letter(
+                DeadLetter(ticket.raw, Reason.TOO_LARGE, error, outcome.rule_id), ticket
+            )
         else:
             self.submit(self.batcher.add(outcome, ticket, now_ms))
 
@@ -211,16 +215,16 @@ class Pipeline:
             self._settle_batch(batch, results)
 
     def _settle_batch(self, batch: Batch[Ticket], results: list[RecipientResult]) -> None:
-        endpoint = batch.key.endpoint.value
         for result in results:
             item = batch.items[result.index]
             if result.outcome == "sent":
                 self._consecutive_dead = 0
-                self.stats.recipients_sent += 1
-                self._metrics.recipients_sent(endpoint, 1)
+                self.stats.recipients_sent += 1  # metrics count them in request_done
                 self._settle(item.token)
                 continue
-            reason = Reason.BRAZE_REJECTED if result.outcome == "rejected" else Reason.RETRIES_EXHAUSTED
+            reason = (
+                Reason.BRAZE_REJECTED if result.outcome == "rejected" else Reason.RETRIES_EXHAUSTED
+            )
             letter = DeadLetter(
                 item.token.raw,
                 reason,
@@ -245,8 +249,6 @@ class Pipeline:
                 f"{self._consecutive_dead} consecutive dead letters (last: {letter.reason} "
                 f"for rule {letter.rule_id}); stopping instead of dead-lettering all traffic"
             )
-        self.stats.dead_lettered[letter.reason] = self.stats.dead_lettered.get(letter.reason, 0) + 1
-        self._metrics.dead_lettered(letter.rule_id, letter.reason)
         log.info(
             "dead letter %s rule=%s %s[%d]@%d",
             letter.reason,
@@ -266,6 +268,9 @@ class Pipeline:
         def on_done(error: str | None) -> None:
             self._dlq_unacked -= 1
             if error is None:
+                reason = retry.letter.reason
+                self.stats.dead_lettered[reason] = self.stats.dead_lettered.get(reason, 0) + 1
+                self._metrics.dead_lettered(retry.letter.rule_id, reason)
                 self._settle(retry.ticket)
                 return
             # Never drop: keep the unit unsettled (the partition stops advancing) and try again.

@@ -166,12 +166,15 @@ class ConsumerService:
 
     def _publish_gauges(self) -> None:
         self._metrics.set_in_flight_events(self.pipeline.tracker.unsettled())
-        self._metrics.set_buffered(self.pipeline.batcher.pending)
+        self._metrics.set_buffered(
+            self.pipeline.batcher.pending, self.pipeline.batcher.open_batches
+        )
+        self._metrics.set_in_flight_requests(self.pipeline.in_flight_requests)
         if self._server is not None:
             self._server.heartbeat(time.monotonic())
 
     def _idle_check(self, consumed: int, idle_since: float | None, now: float) -> float | None:
-        """For `--exit-when-idle`: caught up (no lag), nothing buffered or unsettled, for a while."""
+        """For `--exit-when-idle`: caught up, nothing buffered or unsettled, for a while."""
         limit = self._settings.exit_when_idle_s
         pipeline = self.pipeline
         if limit is None or consumed or not self._assigned:

@@ -1,4 +1,4 @@
-"""Settings: `config/consumer.yaml` plus `BRAZE_CONSUMER_<SECTION>__<KEY>` overrides, validated once.
+"""Settings: `config/consumer.yaml` plus `BRAZE_CONSUMER_<SECTION>__<KEY>` overrides, checked once.
 
 The Braze API key never comes from the YAML: it is read from `BRAZE_API_KEY` or `braze.api_key_file`
 and kept as a `SecretStr`, so printing the settings never shows it.
@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from consumer.yaml_lines import LineIndex, YamlLoadError, load_yaml_with_lines
+from consumer.yaml_lines import LineIndex, YamlError, load_yaml_with_lines
 
 ENV_PREFIX = "BRAZE_CONSUMER_"
 API_KEY_ENV = "BRAZE_API_KEY"
@@ -99,13 +99,13 @@ class DeadLetterSettings(_Section):
 
 
 class Settings(_Section):
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    braze: BrazeSettings = Field(default_factory=BrazeSettings)
-    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    kafka: KafkaSettings = KafkaSettings()
+    braze: BrazeSettings = BrazeSettings()
+    batching: BatchingSettings = BatchingSettings()
     rules: Path = Path("config/rules.yaml")
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
-    dead_letter: DeadLetterSettings = Field(default_factory=DeadLetterSettings)
+    metrics: MetricsSettings = MetricsSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
+    dead_letter: DeadLetterSettings = DeadLetterSettings()
 
 
 class SettingsError(Exception):
@@ -121,12 +121,16 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     env = os.environ if environ is None else environ
     try:
         data, lines = load_yaml_with_lines(path)
-    except YamlLoadError as exc:
-        raise SettingsError([str(exc)]) from exc
+    except YamlError as exc:
+        raise SettingsError([f"{path}:{exc.line}: {exc.message}"]) from None
+    except OSError as exc:
+        raise SettingsError([f"{path}: cannot read: {exc.strerror}"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise SettingsError([f"{path}:1: settings must be a mapping of sections"])
+    for loc, line in lines.duplicate_keys:
+        raise SettingsError([f"{path}:{line}: {'.'.join(map(str, loc))}: duplicate key"])
     problems = _forbidden_secret_keys(path, data, lines)
     problems += _apply_env(data, env)
     if problems:
@@ -199,8 +203,9 @@ def _forbidden_secret_keys(path: Path, data: dict[str, object], lines: LineIndex
 
 
 def _apply_env(data: dict[str, object], env: Mapping[str, str]) -> list[str]:
-    """`BRAZE_CONSUMER_KAFKA__BOOTSTRAP_SERVERS=...` sets kafka.bootstrap_servers; `..._CLIENT__SASL_USERNAME`
-    sets the librdkafka property `sasl.username`. Values are validated with the rest."""
+    """`BRAZE_CONSUMER_KAFKA__BOOTSTRAP_SERVERS=x` sets kafka.bootstrap_servers;
+    `BRAZE_CONSUMER_KAFKA__CLIENT__SASL_USERNAME=u` sets the librdkafka property `sasl.username`.
+    Values are validated with the rest."""
     problems: list[str] = []
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX):

@@ -1,5 +1,5 @@
 """Run the real service (`python -m consumer run`) as a child process against the test broker
-and the Braze emulator, and read back what it did: accepted Braze requests, dead letters, commits."""
+and the Braze emulator, and read back what it did: accepted requests, dead letters, commits."""
 
 from __future__ import annotations
 
@@ -100,11 +100,13 @@ class Scenario:
         return counts
 
     def accepted_bodies(self) -> list[dict[str, Any]]:
-        return [
-            r["body"]
-            for r in self.emulator.requests()
-            if 200 <= int(r["status"]) < 300 and r["path"] == "/canvas/trigger/send"
-        ]
+        """Bodies of the Canvas sends the emulator accepted, in arrival order."""
+        bodies = []
+        for r in self.emulator.requests():
+            ok = r.status is not None and 200 <= r.status < 300
+            if ok and r.path == "/canvas/trigger/send" and isinstance(r.body, dict):
+                bodies.append(r.body)
+        return bodies
 
 
 def make_scenario(
@@ -178,7 +180,9 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def header_map(headers: Iterator[tuple[str, bytes | None]] | tuple[tuple[str, bytes | None], ...]) -> dict[str, str]:
+def header_map(
+    headers: Iterator[tuple[str, bytes | None]] | tuple[tuple[str, bytes | None], ...],
+) -> dict[str, str]:
     return {name: (value or b"").decode() for name, value in headers}
 
 

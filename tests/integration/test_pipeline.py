@@ -30,7 +30,9 @@ def emulator() -> Iterator[tuple[EmulatorControl, str]]:
 
 
 @pytest.fixture
-def scenario(kafka_bootstrap: str, tmp_path: Path, emulator: tuple[EmulatorControl, str]) -> Scenario:
+def scenario(
+    kafka_bootstrap: str, tmp_path: Path, emulator: tuple[EmulatorControl, str]
+) -> Scenario:
     control, url = emulator
     return make_scenario(kafka_bootstrap, tmp_path, control, url)
 
@@ -81,19 +83,19 @@ def test_partial_batch_is_sent_after_max_wait(scenario: Scenario) -> None:
 
 
 def test_503_503_201_is_retried_to_success(scenario: Scenario) -> None:
-    scenario.emulator.set_faults(statuses=[503, 503])
+    scenario.emulator.set_faults(status_sequence=[503, 503])
     scenario.produce_events([scenario.event(1)])
 
     _run_to_idle(scenario)
 
-    calls = [r for r in scenario.emulator.requests() if r["path"] == "/canvas/trigger/send"]
-    assert [int(r["status"]) for r in calls] == [503, 503, 201]
+    calls = [r for r in scenario.emulator.requests() if r.path == "/canvas/trigger/send"]
+    assert [r.status for r in calls] == [503, 503, 201]
     assert scenario.sent_users() == {"u-1": 1}
     assert committed_offsets(scenario.bootstrap, scenario.group, scenario.topic) == {0: 1}
 
 
 def test_rejected_event_is_dead_lettered_with_documented_headers(scenario: Scenario) -> None:
-    scenario.emulator.set_faults(reject_external_ids=["u-bad"])
+    scenario.emulator.set_faults(reject_external_user_ids=["u-bad"])
     value = scenario.event(5, user_id="u-bad")
     scenario.produce_events([value])
 
@@ -117,7 +119,7 @@ def test_rejected_event_is_dead_lettered_with_documented_headers(scenario: Scena
 
 
 def test_one_bad_recipient_does_not_sink_the_batch(scenario: Scenario) -> None:
-    scenario.emulator.set_faults(reject_external_ids=["u-17"])
+    scenario.emulator.set_faults(reject_external_user_ids=["u-17"])
     scenario.produce_events([scenario.event(i) for i in range(50)])
 
     _run_to_idle(scenario, batching__max_wait_ms=2000)
@@ -133,12 +135,12 @@ def test_429_is_honoured_until_reset(scenario: Scenario) -> None:
 
     _run_to_idle(scenario, batching__max_recipients=1)
 
-    calls = [r for r in scenario.emulator.requests() if r["path"] == "/canvas/trigger/send"]
-    accepted = [r for r in calls if 200 <= int(r["status"]) < 300]
+    calls = [r for r in scenario.emulator.requests() if r.path == "/canvas/trigger/send"]
+    accepted = [r for r in calls if r.status is not None and 200 <= r.status < 300]
     assert len(accepted) == 5
     # The per-second budget allows one request per clock second: a client that honours
     # X-RateLimit-Remaining/Reset never sends two in the same second.
-    seconds = [int(float(r["time"])) for r in accepted]
+    seconds = [int(r.time_epoch_s) for r in accepted]
     assert len(set(seconds)) == 5, seconds
     assert scenario.sent_users() == {f"u-{i}": 1 for i in range(5)}
 
@@ -181,7 +183,7 @@ def test_second_consumer_joining_mid_stream_loses_nothing(
 
     assert set(scenario.sent_users()) == {f"u-{i}" for i in range(count)}
     committed = committed_offsets(kafka_bootstrap, scenario.group, scenario.topic)
-    assert committed == {p: count // 4 for p in range(4)}
+    assert committed == dict.fromkeys(range(4), count // 4)
 
 
 def test_sigterm_drains_and_commits(scenario: Scenario) -> None:
