@@ -70,7 +70,7 @@ def parse_yaml_with_lines(text: str) -> tuple[object, LineIndex]:
         node = loader.get_single_node()
         if node is None:
             return None, LineIndex()
-        duplicates = tuple(_duplicate_keys(node, ()))
+        duplicates = tuple(_duplicate_keys(node, (), set()))
         data: object = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -86,38 +86,48 @@ def parse_yaml_with_lines(text: str) -> tuple[object, LineIndex]:
 
 
 def _describe(exc: yaml.MarkedYAMLError) -> str:
-    parts = [exc.context, exc.problem]
-    return "; ".join(part for part in parts if part) or "invalid YAML"
+    text = "; ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
+    problem, context = exc.problem_mark, exc.context_mark
+    # An unclosed bracket is noticed lines later; say where the construct began.
+    if problem is not None and context is not None and context.line != problem.line:
+        text += f" (started on line {context.line + 1})"
+    return text
 
 
-def _duplicate_keys(node: yaml.Node, loc: Loc) -> Iterator[tuple[Loc, int]]:
-    """Keys written twice in one mapping: PyYAML would silently keep the last one."""
+def _duplicate_keys(node: yaml.Node, loc: Loc, seen: set[int]) -> Iterator[tuple[Loc, int]]:
+    """Keys written twice in one mapping: PyYAML would silently keep the last one.
+
+    Each node is visited once (`seen`), so aliases neither loop nor blow up exponentially.
+    """
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            yield from _duplicate_keys(item, (*loc, index))
+            yield from _duplicate_keys(item, (*loc, index), seen)
     elif isinstance(node, yaml.MappingNode):
-        seen: set[tuple[str, str]] = set()
+        keys: set[tuple[str, str]] = set()
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
                 continue
             identity = (key_node.tag, key_node.value)
-            if identity in seen:
+            if identity in keys:
                 yield (*loc, key_node.value), key_node.start_mark.line + 1
-            seen.add(identity)
-            yield from _duplicate_keys(value_node, (*loc, key_node.value))
+            keys.add(identity)
+            yield from _duplicate_keys(value_node, (*loc, key_node.value), seen)
 
 
 def _record_lines(
-    node: yaml.Node, data: object, loc: Loc, lines: dict[Loc, int], active: set[int]
+    node: yaml.Node, data: object, loc: Loc, lines: dict[Loc, int], seen: set[int]
 ) -> None:
-    """Walk the node tree beside the constructed data; `active` stops at recursive aliases."""
+    """Walk the node tree beside the constructed data, each node once (aliases point back)."""
     lines.setdefault(loc, node.start_mark.line + 1)
-    if id(node) in active:
+    if id(node) in seen:
         return
-    active.add(id(node))
+    seen.add(id(node))
     if isinstance(node, yaml.SequenceNode) and isinstance(data, list):
         for index, (item_node, item) in enumerate(zip(node.value, data, strict=False)):
-            _record_lines(item_node, item, (*loc, index), lines, active)
+            _record_lines(item_node, item, (*loc, index), lines, seen)
     elif isinstance(node, yaml.MappingNode) and isinstance(data, dict):
         for key_node, value_node in node.value:
             key = _scalar_key(key_node)
@@ -125,8 +135,7 @@ def _record_lines(
                 continue
             # The key's line, not the value's: a block value starts on the next line.
             lines[(*loc, key)] = key_node.start_mark.line + 1
-            _record_lines(value_node, data[key], (*loc, key), lines, active)
-    active.discard(id(node))
+            _record_lines(value_node, data[key], (*loc, key), lines, seen)
 
 
 def _scalar_key(node: yaml.Node) -> str | int | None:
