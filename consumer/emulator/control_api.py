@@ -98,7 +98,7 @@ def _get_faults(state: EmulatorState, _query: str, _body: bytes) -> FaultsView:
 
 def _set_faults(state: EmulatorState, query: str, body: bytes) -> FaultsView:
     update = FaultsUpdate.model_validate_json(body or b"{}")
-    state.set_faults(_merged(state.faults(), update), seed=update.seed)
+    state.update_faults(lambda current: _merged(current, update), seed=update.seed)
     return _get_faults(state, query, body)
 
 

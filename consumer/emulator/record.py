@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 MAX_RECORDED_REQUESTS = 100_000
-MAX_RECORDED_BODY_CHARS = 64 * 1024  # per request
-MAX_RECORD_BODY_CHARS = 256 * 1024 * 1024  # for the whole record
+MAX_RECORD_BODY_CHARS = 64 * 1024 * 1024  # for the whole record (about 20k requests of 50)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +22,7 @@ class RecordedRequest:
     method: str
     path: str
     status: int | None  # None: the connection was dropped without an answer
-    body_text: str  # cut to MAX_RECORDED_BODY_CHARS
+    body_text: str  # cut to a bound by the caller (state.MAX_RECORDED_BODY_BYTES)
     body_bytes: int  # size as received
     body_truncated: bool
     recipients: int  # recipients in the body (0 when unreadable or broadcast)

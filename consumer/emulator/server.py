@@ -130,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _control(self, path: str, query: str, body: bytes) -> Reply:
         # The control API changes what every client sees, so only this machine may use it, even
         # when the emulator listens on all interfaces.
-        if not ipaddress.ip_address(self.client_address[0]).is_loopback:
+        if not is_loopback(str(self.client_address[0])):
             return Reply(403, {"message": "Forbidden", "errors": ["control API is loopback only"]})
         return handle_control(self.server.state, self.command, path, query, body)
 
@@ -207,15 +207,20 @@ def start_emulator(
         clock=clock,
         recorder=Recorder(max_requests=max_recorded),
     )
-    if not _is_loopback(host):
+    if not is_loopback(host):
         _log.warning(
             "braze emulator listening on %s, beyond loopback; control API stays local", host
         )
     return RunningEmulator(_Server((host, port), state))
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address, or "localhost") is this machine's loopback."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return host == "localhost"
+    # A dual-stack socket shows IPv4 clients as ::ffff:a.b.c.d; judge the IPv4 address.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback

@@ -115,10 +115,17 @@ class EmulatorState:
 
     def set_faults(self, settings: FaultSettings, *, seed: int | None = None) -> None:
         """Replace the fault settings; a seed also restarts the RNG that draws from them."""
+        self.update_faults(lambda _current: settings, seed=seed)
+
+    def update_faults(
+        self, change: Callable[[FaultSettings], FaultSettings], *, seed: int | None = None
+    ) -> FaultSettings:
+        """Apply `change` to the current settings atomically (requests consume them meanwhile)."""
         with self._lock:
-            self._faults.settings = settings
+            self._faults.settings = change(self._faults.settings)
             if seed is not None:
                 self._faults.reseed(seed)
+            return self._faults.settings
 
     def requests_since(self, seq: int, limit: int | None = None) -> list[RecordedRequest]:
         with self._lock:

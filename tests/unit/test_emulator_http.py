@@ -12,6 +12,7 @@ import pytest
 from consumer.braze.contract import MAX_BODY_BYTES
 from consumer.emulator import EmulatorControl, EmulatorControlError, RunningEmulator, start_emulator
 from consumer.emulator.faults import CANVAS_ARCHIVED
+from consumer.emulator.server import is_loopback
 
 KEY = "test-key-7f3a"
 SEND = {"canvas_id": "cv-1", "recipients": [{"external_user_id": "u-1"}]}
@@ -240,3 +241,21 @@ def test_ten_keep_alive_clients_at_once(
         thread.join()
     assert statuses == [201] * 300
     assert control.stats().accepted_requests == 300
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        pytest.param("127.0.0.1", True, id="IPv4 loopback"),
+        pytest.param("127.8.9.10", True, id="all of 127/8"),
+        pytest.param("::1", True, id="IPv6 loopback"),
+        pytest.param("::ffff:127.0.0.1", True, id="IPv4 loopback on a dual-stack socket"),
+        pytest.param("localhost", True, id="localhost"),
+        pytest.param("10.1.2.3", False, id="private address"),
+        pytest.param("::ffff:10.1.2.3", False, id="mapped private address"),
+        pytest.param("0.0.0.0", False, id="any address"),
+        pytest.param("example.com", False, id="a name"),
+    ],
+)
+def test_control_api_client_check(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
