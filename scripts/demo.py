@@ -1,0 +1,180 @@
+"""`make demo`: the service end to end on a local Kafka broker and the Braze emulator.
+
+Starts both, creates the topics, produces the example events of config/events/ plus a load of
+generated `order.shipped` events, runs `braze-consumer run` until every event is settled, prints a
+report, and stops everything it started (also on Ctrl-C or failure).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from consumer.emulator.control import EmulatorControl
+from consumer.rules import load_rules
+
+REPO = Path(__file__).resolve().parents[1]
+KAFKA_PORT = int(os.environ.get("DEMO_KAFKA_PORT", "29092"))
+BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
+API_KEY = "demo-api-key"  # the emulator's; never a real Braze key
+DLQ_TOPIC = "braze-consumer.dlq"
+LOAD_EVENTS = int(os.environ.get("DEMO_LOAD_EVENTS", "5000"))
+IDLE_S = 2.0
+
+
+def main() -> int:
+    kafka_env = dict(os.environ, KAFKA_PORT=str(KAFKA_PORT), KAFKA_OWNER_PID=str(os.getpid()))
+    kafka_env["KAFKA_LOCAL_DIR"] = str(REPO / ".cache" / "kafka-demo")
+    emulator: subprocess.Popen[str] | None = None
+    step("starting a local Kafka broker (first run downloads it with Maven)")
+    subprocess.run([REPO / "scripts" / "kafka-local", "start"], env=kafka_env, check=True)
+    try:
+        step("starting the Braze emulator")
+        emulator, url = start_emulator()
+        rules = load_rules(REPO / "config" / "rules.yaml")
+        create_topics(sorted(rules.topics))
+        produced = produce_events(sorted(rules.topics))
+        step(f"running braze-consumer on {produced} events (stops when all are settled)")
+        summary, elapsed_s = run_service(url)
+        report(summary, elapsed_s, EmulatorControl(url))
+        return 0
+    finally:
+        if emulator is not None:
+            emulator.terminate()
+            emulator.wait(10)
+        step("stopping the Kafka broker")
+        subprocess.run([REPO / "scripts" / "kafka-local", "stop"], env=kafka_env, check=False)
+
+
+def step(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def start_emulator() -> tuple[subprocess.Popen[str], str]:
+    args = [sys.executable, "-m", "consumer", "emulator", "--port", "0", "--api-key", API_KEY]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if "listening on " not in line:
+        proc.kill()
+        raise SystemExit(f"emulator did not start: {line!r}")
+    url = line.rsplit(" ", 1)[-1]
+    print(f"    {line}")
+    return proc, url
+
+
+def create_topics(topics: list[str]) -> None:
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    wanted = [NewTopic(t, num_partitions=3, replication_factor=1) for t in topics]
+    wanted.append(NewTopic(DLQ_TOPIC, num_partitions=1, replication_factor=1))
+    for future in admin.create_topics(wanted).values():
+        future.result(30)
+    print(f"    topics: {', '.join(topics)} and {DLQ_TOPIC}")
+
+
+def produce_events(topics: list[str]) -> int:
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 20})
+    count = 0
+    for topic in topics:
+        path = REPO / "config" / "events" / f"{topic}.jsonl"
+        if path.exists():
+            for line in path.read_bytes().splitlines():
+                if line.strip():
+                    producer.produce(topic, line, headers=[("x-source", b"demo")])
+                    count += 1
+    print(f"    {count} example events from config/events/")
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for i in range(LOAD_EVENTS):
+        producer.produce("shop.orders", json.dumps(shipped(i, now)).encode(), key=f"c-{i}".encode())
+        producer.poll(0)
+    producer.flush(60)
+    print(f"    {LOAD_EVENTS} generated order.shipped events")
+    return count + LOAD_EVENTS
+
+
+def shipped(i: int, now: str) -> dict[str, object]:
+    return {
+        "type": "order.shipped",
+        "time": now,
+        "data": {
+            "order_id": f"o-{100000 + i}",
+            "customer_id": f"c-{i}",
+            "first_name": "Demo",
+            "total": 50 + i % 200,
+            "currency": "EUR",
+            "items": [{"sku": f"sku-{i % 40}", "qty": 1}],
+            "shipment": {"carrier": "DHL", "tracking_id": f"T{i:06d}"},
+        },
+    }
+
+
+def run_service(url: str) -> tuple[dict[str, object], float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        summary_path = Path(tmp) / "summary.json"
+        env = dict(os.environ, BRAZE_API_KEY=API_KEY)
+        env["BRAZE_CONSUMER_KAFKA__BOOTSTRAP_SERVERS"] = BOOTSTRAP
+        env["BRAZE_CONSUMER_BRAZE__REST_ENDPOINT"] = url
+        env["BRAZE_CONSUMER_METRICS__PORT"] = "0"
+        args = [sys.executable, "-m", "consumer", "run", "--config", "config/consumer.yaml"]
+        args += ["--exit-when-idle", str(IDLE_S), "--summary-json", str(summary_path)]
+        args += ["--log-level", "WARNING"]
+        started = time.monotonic()
+        subprocess.run(args, cwd=REPO, env=env, check=True)
+        elapsed_s = time.monotonic() - started - IDLE_S
+        summary: dict[str, object] = json.loads(summary_path.read_text())
+    return summary, elapsed_s
+
+
+def dead_letter_reasons() -> Counter[str]:
+    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "demo-report"})
+    _low, high = consumer.get_watermark_offsets(TopicPartition(DLQ_TOPIC, 0), timeout=10)
+    consumer.assign([TopicPartition(DLQ_TOPIC, 0, 0)])
+    reasons: Counter[str] = Counter()
+    deadline = time.monotonic() + 20
+    while sum(reasons.values()) < high and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None or message.error():
+            continue
+        headers = dict(message.headers() or [])
+        rule = _text(headers.get("dlq.rule_id"))
+        reasons[f"{_text(headers.get('dlq.reason'))} (rule {rule})"] += 1
+    consumer.close()
+    return reasons
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def report(summary: dict[str, object], elapsed_s: float, emulator: EmulatorControl) -> None:
+    stats = emulator.stats()
+    consumed = int(str(summary["consumed"]))
+    sizes = stats.recipients_per_request
+    requests = sum(sizes.values())
+    recipients = sum(int(k) * v for k, v in sizes.items())
+    print("\n==> report")
+    print(f"    events consumed        {consumed}")
+    print(f"    rule matches           {summary['matched']}")
+    print(f"    skipped (counted)      {summary['skipped']}")
+    print(f"    Braze requests         {stats.requests_total} ({requests} accepted)")
+    print(f"    recipients sent        {recipients}")
+    if requests:
+        print(f"    recipients / request   {recipients / requests:.1f} (max 50)")
+    print(f"    throughput             {consumed / max(elapsed_s, 1e-3):.0f} events/s")
+    reasons = dead_letter_reasons()
+    print(f"    dead letters           {sum(reasons.values())}")
+    for reason, count in sorted(reasons.items()):
+        print(f"      {count:5d}  {reason}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
