@@ -133,7 +133,6 @@ class CompiledRule:
         if self.properties is not None:
             properties = _render_object(self.properties, document, "properties")
             if properties:
-                _check_size(properties)
                 recipient[self.endpoint.properties_field] = properties
         if self.attributes is not None:
             attributes = _render_object(self.attributes, document, "attributes")
@@ -146,6 +145,10 @@ class CompiledRule:
         schedule_json = None if self.schedule is None else self.schedule.render_json(document)
         key = BatchKey(self.endpoint, self.target_id, self.send_id, schedule_json)
         size_bytes = len(canonical_json(recipient).encode("utf-8"))
+        # The recipient's JSON contains the properties' JSON: only a large recipient can hold
+        # too-large properties, so the common case serialises once.
+        if size_bytes > MAX_PROPERTIES_BYTES:
+            _check_size(recipient.get(self.endpoint.properties_field))
         return SendIntent(self.rule_id, key, recipient, user_key, size_bytes)
 
 
@@ -170,7 +173,7 @@ def _render_object(template: ObjectTemplate, document: JSONObject, field: str) -
         raise _MappingError(field, str(exc)) from exc
 
 
-def _check_size(properties: JSONObject) -> None:
+def _check_size(properties: JSONValue) -> None:
     size = len(canonical_json(properties).encode("utf-8"))
     if size > MAX_PROPERTIES_BYTES:
         message = f"properties are {size} bytes, over Braze's limit of {MAX_PROPERTIES_BYTES}"
