@@ -138,12 +138,17 @@ def _record_lines(
             _record_lines(value_node, data[key], (*loc, key), lines, seen)
 
 
-def _scalar_key(node: yaml.Node) -> str | int | None:
+def _scalar_key(node: yaml.Node) -> str | int | bool | None:
+    """The constructed value of a scalar mapping key (enough for str, int and bool keys)."""
     if not isinstance(node, yaml.ScalarNode):
         return None
+    if node.tag == "tag:yaml.org,2002:bool":
+        return str(node.value).lower() in {"yes", "true", "on", "y"}
     if node.tag == "tag:yaml.org,2002:int":
-        try:
-            return int(node.value)
-        except ValueError:
-            return None
+        for base in (10, 0):
+            try:
+                return int(node.value, base)
+            except ValueError:
+                continue
+        return None
     return str(node.value)

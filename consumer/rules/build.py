@@ -7,6 +7,7 @@ the raw mapping as well, so a rule with a type error still reports its bad expre
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -183,9 +184,15 @@ def _literal_id_issues(raw: Mapping[object, object]) -> Iterator[Issue]:
 
 
 def _pydantic_issues(error: ValidationError) -> Iterator[Issue]:
-    for detail in error.errors(include_url=False, include_input=False):
+    for detail in error.errors(include_url=False):
         loc = tuple(detail["loc"])
-        yield loc, _pydantic_message(detail["type"], loc, detail["msg"])
+        if loc and loc[-1] == "[key]":
+            where = ".".join(str(part) for part in loc[:-2])
+            key = json.dumps(detail["input"], default=str)
+            hint = "quote it (YAML reads unquoted yes, no, on, off as booleans)"
+            yield loc[:-1], f"key {key} in `{where}` is not text: {hint}"
+        else:
+            yield loc, _pydantic_message(detail["type"], loc, detail["msg"])
 
 
 def _pydantic_message(kind: str, loc: tuple[str | int, ...], text: str) -> str:
@@ -194,7 +201,9 @@ def _pydantic_message(kind: str, loc: tuple[str | int, ...], text: str) -> str:
     scope = f" in `{where}`" if where else ""
     if kind == "extra_forbidden":
         close = difflib.get_close_matches(name, _KNOWN_KEYS, n=1)
-        hint = f" (did you mean `{close[0]}`?)" if close else ""
+        hint = f" (did you mean `{close[0]}`?)" if close and close[0] != name else ""
+        if name in _KNOWN_KEYS:
+            hint = " (it is not allowed here)"
         return f"unknown key `{name}`{scope}{hint}"
     if kind == "missing":
         return f"missing required key `{name}`{scope}"

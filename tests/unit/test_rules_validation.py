@@ -44,6 +44,16 @@ CASES = [
         id="misspelt key suggests the right one",
     ),
     pytest.param(
+        VALID.replace("canvas: {id: c-1}", "canvas: {id: c-1, send_id: s}"),
+        (4, "ok", "unknown key `send_id` in `canvas` (it is not allowed here)"),
+        id="send_id on a Canvas",
+    ),
+    pytest.param(
+        VALID + "    when:\n      on: 1\n",
+        (8, "ok", "key true in `when` is not text: quote it"),
+        id="YAML boolean key",
+    ),
+    pytest.param(
         VALID.replace("topics: [t]", "topics: t"),
         (3, "ok", "topics: Input should be a valid list"),
         id="wrong type",

@@ -43,6 +43,12 @@ def test_line_of(loc: Loc, line: int) -> None:
     assert index.line_of(loc) == line
 
 
+def test_boolean_and_number_keys_have_lines() -> None:
+    data, index = parse_yaml_with_lines("m:\n  on: 1\n  0x10: 2\n  7: 3\n")
+    assert data == {"m": {True: 1, 16: 2, 7: 3}}
+    assert [index.line_of(("m", key)) for key in (True, 16, 7)] == [2, 3, 4]
+
+
 def test_data_is_plain_safe_yaml() -> None:
     data, _ = parse_yaml_with_lines("base: &b {x: 1}\nuse:\n  <<: *b\n  y: 2\nflag: yes\n")
     assert data == {"base": {"x": 1}, "use": {"x": 1, "y": 2}, "flag": True}
