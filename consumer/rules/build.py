@@ -36,6 +36,15 @@ _SPECS = (
 _KNOWN_KEYS = sorted({name for spec in _SPECS for name in spec.model_fields})
 
 
+# (is a Canvas, has a schedule) -> the endpoint the rule's intents go to.
+_ENDPOINTS = {
+    (True, False): Endpoint.CANVAS_SEND,
+    (False, False): Endpoint.CAMPAIGN_SEND,
+    (True, True): Endpoint.CANVAS_SCHEDULE_CREATE,
+    (False, True): Endpoint.CAMPAIGN_SCHEDULE_CREATE,
+}
+
+
 @dataclass
 class _Parts:
     """Compiled pieces of a raw rule; issues collected along the way."""
@@ -70,18 +79,13 @@ def build_rule(raw: object) -> tuple[CompiledRule | None, list[Issue]]:
 def _assemble(spec: RuleSpec, parts: _Parts) -> CompiledRule:
     target = spec.canvas or spec.campaign
     assert target is not None  # cross_field_issues guarantees exactly one
-    is_canvas = spec.canvas is not None
-    if spec.schedule is None:
-        endpoint = Endpoint.CANVAS_SEND if is_canvas else Endpoint.CAMPAIGN_SEND
-        schedule = None
-    else:
-        endpoint = (
-            Endpoint.CANVAS_SCHEDULE_CREATE if is_canvas else Endpoint.CAMPAIGN_SCHEDULE_CREATE
-        )
+    schedule = None
+    if spec.schedule is not None:
         assert parts.schedule_time is not None
         schedule = SchedulePlan(
             parts.schedule_time, spec.schedule.in_local_time, spec.schedule.at_optimal_time
         )
+    endpoint = _ENDPOINTS[(spec.canvas is not None, schedule is not None)]
     kind = next(name for name in IDENTIFIERS if getattr(spec.recipient, name) is not None)
     order = spec.recipient.prioritization
     return CompiledRule(

@@ -75,14 +75,7 @@ def run_preview(args: argparse.Namespace) -> int:
         _print_problems(exc)
         return EXIT_INVALID
     now_ms = args.now_ms if args.now_ms is not None else int(time.time() * 1000)
-    meta = KafkaMeta(
-        topic=args.topic,
-        partition=0,
-        offset=0,
-        key=args.key.encode("utf-8") if args.key is not None else None,
-        timestamp_ms=args.timestamp_ms if args.timestamp_ms is not None else now_ms,
-        headers=headers,
-    )
+    meta = _kafka_meta(args, headers, now_ms)
     try:
         with _open_events(args.event) as stream:
             for report in preview_lines(table, meta, stream, now_ms):
@@ -91,6 +84,20 @@ def run_preview(args: argparse.Namespace) -> int:
         print(f"error: cannot read {args.event}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _kafka_meta(
+    args: argparse.Namespace, headers: tuple[tuple[str, bytes | None], ...], now_ms: int
+) -> KafkaMeta:
+    """What `_kafka` holds in a preview: the options given, the current time as timestamp."""
+    return KafkaMeta(
+        topic=args.topic,
+        partition=0,
+        offset=0,
+        key=args.key.encode("utf-8") if args.key is not None else None,
+        timestamp_ms=args.timestamp_ms if args.timestamp_ms is not None else now_ms,
+        headers=headers,
+    )
 
 
 def preview_lines(
