@@ -56,7 +56,8 @@ def run_check(args: argparse.Namespace) -> int:
         _print_problems(exc)
         return EXIT_INVALID
     files = len(expand_rule_paths(paths)[0])
-    print(f"ok: {len(table.rule_ids)} rules in {files} files")
+    rules = len(table.rule_ids)
+    print(f"ok: {rules} rule{'s' * (rules != 1)} in {files} file{'s' * (files != 1)}")
     return EXIT_OK
 
 
