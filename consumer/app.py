@@ -12,6 +12,8 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +62,17 @@ def configure_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is too much
 
 
-def _run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
+@dataclass(frozen=True)
+class Loaded:
+    settings: Settings
+    rules: RulesTable
+    api_key: str
+
+
+def load_all(config: Path) -> Loaded | int:
+    """Settings, rules and key, or exit code 2 after printing every problem."""
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(config)
         rules = load_rules(settings.rules)
         api_key = load_api_key(settings).get_secret_value()
     except SettingsError as exc:
@@ -73,23 +82,43 @@ def _run(args: argparse.Namespace) -> int:
         _print_problems("invalid rules", [str(p) for p in exc.problems])
         return 2
     log.info("%d rules over topics %s", len(rules.rule_ids), ", ".join(sorted(rules.topics)))
-    return run_service(settings, rules, api_key, args.exit_when_idle, args.summary_json)
+    return Loaded(settings, rules, api_key)
 
 
-def run_service(
-    settings: Settings,
-    rules: RulesTable,
-    api_key: str,
-    exit_when_idle_s: float | None = None,
-    summary_path: Path | None = None,
-) -> int:
+def _run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    loaded = load_all(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    return run_service(loaded, args.exit_when_idle, args.summary_json)
+
+
+@dataclass
+class Parts:
+    """What the pipeline runs on; `close()` releases the I/O in a safe order."""
+
+    metrics: Metrics
+    client: BrazeClient
+    producer: DeadLetterProducer
+    pipeline: Pipeline
+
+    def close(self, summary_path: Path | None = None) -> None:
+        left = self.producer.flush(10.0)
+        if left:
+            log.error(
+                "%d dead letters unacknowledged at exit (their events stay uncommitted)", left
+            )
+        self.client.close()
+        _report(self.pipeline, summary_path)
+
+
+def build_parts(loaded: Loaded) -> Parts:
+    settings = loaded.settings
     metrics = Metrics()
-    server = MetricsServer(metrics, settings.metrics.host, settings.metrics.port)
-    server.start()
-    client = BrazeClient(braze_client_config(settings), api_key, observer=metrics)
+    client = BrazeClient(braze_client_config(settings), loaded.api_key, observer=metrics)
     producer = DeadLetterProducer(kafka_producer_config(settings), settings.kafka.dead_letter_topic)
     pipeline = Pipeline(
-        rules=rules,
+        rules=loaded.rules,
         batcher=Batcher[Ticket](settings.batching.max_recipients, settings.batching.max_wait_ms),
         tracker=OffsetTracker(),
         sender=client,
@@ -99,31 +128,35 @@ def run_service(
         max_consecutive_dead_letters=settings.dead_letter.max_consecutive,
         wall_ms=lambda: int(time.time() * 1000),
     )
+    return Parts(metrics, client, producer, pipeline)
+
+
+def run_service(
+    loaded: Loaded, exit_when_idle_s: float | None = None, summary_path: Path | None = None
+) -> int:
+    settings = loaded.settings
+    parts = build_parts(loaded)
+    server = MetricsServer(parts.metrics, settings.metrics.host, settings.metrics.port)
+    server.start()
     service = ConsumerService(
-        pipeline,
+        parts.pipeline,
         lambda svc: KafkaSource(
             kafka_consumer_config(settings),
             RebalanceHandlers(svc.on_assign, svc.on_revoke, svc.on_lost),
         ),
-        metrics,
+        parts.metrics,
         server,
         loop_settings(settings, exit_when_idle_s),
     )
-    _install_signal_handlers(service)
+    install_signal_handlers(service.stop)
     code = 1
     try:
-        code = service.run(rules.topics)
+        code = service.run(loaded.rules.topics)
     except (HaltError, KafkaFatalError) as exc:
         log.critical("stopping: %s", exc)
     finally:
-        left = producer.flush(10.0)
-        if left:
-            log.error(
-                "%d dead letters unacknowledged at exit (their offsets were not committed)", left
-            )
-        client.close()
+        parts.close(summary_path)
         server.stop()
-        _report(pipeline, summary_path)
     return code
 
 
@@ -151,10 +184,10 @@ def loop_settings(settings: Settings, exit_when_idle_s: float | None) -> LoopSet
     )
 
 
-def _install_signal_handlers(service: ConsumerService) -> None:
+def install_signal_handlers(stop: Callable[[], None]) -> None:
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s: draining", signal.Signals(signum).name)
-        service.stop()
+        stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

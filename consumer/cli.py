@@ -12,6 +12,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "consumer.app",
     "consumer.rules.command",
     "consumer.emulator.command",
+    "consumer.replay",
 )
 
 Handler = Callable[[argparse.Namespace], int]

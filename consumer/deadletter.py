@@ -47,6 +47,7 @@ class DeadLetter:
             "dlq.source.topic": meta.topic,
             "dlq.source.partition": str(meta.partition),
             "dlq.source.offset": str(meta.offset),
+            "dlq.source.timestamp": "" if meta.timestamp_ms is None else str(meta.timestamp_ms),
             "dlq.first_failed_at": iso_utc(first),
             "dlq.failed_at": iso_utc(failed_at),
         }

@@ -170,3 +170,47 @@ def _raw(message: Message[bytes, bytes]) -> RawMessage:
 
 def _bytes(value: str | bytes | None) -> bytes | None:
     return value.encode("utf-8") if isinstance(value, str) else value
+
+
+class TopicReader:
+    """Reads every partition of one topic, without a consumer group, from `start_offset` up to
+    the end offsets seen when it was opened (records written later are not read)."""
+
+    def __init__(self, config: dict[str, ClientValue], topic: str, start_offset: int) -> None:
+        full: dict[str, Any] = dict(config)
+        full["enable.partition.eof"] = True
+        self._consumer = Consumer(full)
+        metadata = self._consumer.list_topics(topic, timeout=30)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            raise KafkaFatalError(f"topic {topic} not found")
+        self.ends: dict[PartitionKey, int] = {}
+        starts = []
+        for partition in sorted(found.partitions):
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=30
+            )
+            self.ends[(topic, partition)] = high
+            starts.append(TopicPartition(topic, partition, max(low, start_offset)))
+        self._open = {tp for tp, end in self.ends.items() if end > max(0, start_offset)}
+        self._consumer.assign(starts)
+
+    @property
+    def done(self) -> bool:
+        return not self._open
+
+    def read(self, max_messages: int, timeout_s: float) -> list[RawMessage]:
+        out: list[RawMessage] = []
+        for message in self._consumer.consume(num_messages=max_messages, timeout=timeout_s):
+            tp = (message.topic() or "", message.partition() or 0)
+            error = message.error()
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                raise KafkaFatalError(error.str())
+            if error is None and (message.offset() or 0) < self.ends.get(tp, 0):
+                out.append(_raw(message))
+            if error is not None or (message.offset() or 0) + 1 >= self.ends.get(tp, 0):
+                self._open.discard(tp)
+        return out
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -11,6 +11,7 @@ Everything here runs on the consumer thread except `BatchSender.send_batch`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 from collections.abc import Callable, Sequence
@@ -52,18 +53,13 @@ class HaltError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """The event an intent came from; settling all its units may release the offset."""
+    """An event, and the position whose commit waits for it (its own offset, or a dead-letter
+    record's offset when replaying)."""
 
     raw: RawMessage
-    generation: int  # which assignment of the partition consumed it; stale results are ignored
-
-    @property
-    def tp(self) -> TopicPartition:
-        return (self.raw.meta.topic, self.raw.meta.partition)
-
-    @property
-    def offset(self) -> int:
-        return self.raw.meta.offset
+    tp: TopicPartition
+    offset: int
+    generation: int  # which assignment of `tp` consumed it; results from an older one are ignored
 
 
 @dataclass
@@ -133,20 +129,32 @@ class Pipeline:
 
     # -- intake -------------------------------------------------------------------------------
 
-    def handle(self, raw: RawMessage, now_ms: int) -> None:
-        """Route one consumed message; every unit it creates is settled later, exactly once."""
+    def handle(
+        self,
+        raw: RawMessage,
+        now_ms: int,
+        position: tuple[TopicPartition, int] | None = None,
+        only_rule: str | None = None,
+    ) -> None:
+        """Route one consumed message; every unit it creates is settled later, exactly once.
+
+        `position` (default: the message's own) is what the event's settlement releases;
+        `only_rule` keeps the outcomes of one rule (a replay must not re-send the others).
+        """
         self.stats.consumed += 1
         self._metrics.event_consumed(raw.meta.topic)
-        meta = raw.meta
-        ticket = Ticket(raw, self._generations.get((meta.topic, meta.partition), 0))
+        tp, offset = position or ((raw.meta.topic, raw.meta.partition), raw.meta.offset)
+        ticket = Ticket(raw, tp, offset, self._generations.get(tp, 0))
         decoded = decode(raw)
         if isinstance(decoded, DecodeError):
-            self.tracker.track(ticket.tp, ticket.offset, 1)
+            self.tracker.track(tp, offset, 1)
             self._dead_letter(DeadLetter(raw, decoded.reason, decoded.detail), ticket)
             return
         outcomes = self.rules.evaluate(decoded, self._wall_ms())
+        if only_rule is not None:
+            outcomes = [o for o in outcomes if o.rule_id == only_rule]
         units = [o for o in outcomes if not isinstance(o, RuleSkip)]
-        self.tracker.track(ticket.tp, ticket.offset, len(units))
+        self.tracker.track(tp, offset, len(units))
         if not outcomes:
             self._count_skip("-", "no_match")
         for outcome in outcomes:
@@ -306,13 +314,4 @@ class Pipeline:
 
 def _stamp(letter: DeadLetter) -> DeadLetter:
     now = datetime.now(UTC)
-    return DeadLetter(
-        letter.raw,
-        letter.reason,
-        letter.error,
-        letter.rule_id,
-        letter.http_status,
-        letter.attempts,
-        letter.first_failed_at or now,
-        now,
-    )
+    return dataclasses.replace(letter, first_failed_at=letter.first_failed_at or now, failed_at=now)

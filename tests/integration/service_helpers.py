@@ -203,3 +203,20 @@ def scrape_total(port: int, name: str) -> float:
     for family in text_string_to_metric_families(text):
         total += sum(s.value for s in family.samples if s.name == name)
     return total
+
+
+def run_cli(args: list[str], timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """`braze-consumer ARGS` with the test key; fails the test on a non-zero exit."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAZE_CONSUMER_")}
+    env["BRAZE_API_KEY"] = API_KEY
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result

@@ -18,6 +18,7 @@ from tests.integration.service_helpers import (
     free_port,
     header_map,
     make_scenario,
+    run_cli,
     scrape_total,
     wait_until,
 )
@@ -200,3 +201,20 @@ def test_sigterm_drains_and_commits(scenario: Scenario) -> None:
     assert service.wait(60) == 0, service.log()
     assert sum(scenario.sent_users().values()) == 7
     assert committed_offsets(scenario.bootstrap, scenario.group, scenario.topic) == {0: 7}
+
+
+def test_dlq_replay_resends_only_the_failed_rule(scenario: Scenario) -> None:
+    scenario.emulator.set_faults(reject_external_user_ids=["u-3"])
+    scenario.produce_events([scenario.event(i) for i in range(5)] + [b"not json"])
+    _run_to_idle(scenario)
+    assert set(scenario.sent_users()) == {"u-0", "u-1", "u-2", "u-4"}
+
+    config = scenario.config()
+    dry = run_cli(["dlq", "replay", "--config", str(config), "--dry-run"])
+    listed = [json.loads(line) for line in dry.stdout.splitlines()]
+    assert sorted(item["reason"] for item in listed) == ["braze_rejected", "invalid_json"]
+
+    scenario.emulator.clear_faults()
+    done = run_cli(["dlq", "replay", "--config", str(config), "--reason", "braze_rejected"])
+    assert "selected 1" in done.stderr, done.stderr
+    assert scenario.sent_users() == {f"u-{i}": 1 for i in range(5)}

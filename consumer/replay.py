@@ -1,0 +1,261 @@
+"""`braze-consumer dlq replay`: re-process dead-lettered events through the same pipeline.
+
+A dead-letter record carries the original key, value and headers plus `dlq.*` headers; replay
+rebuilds the original message from them and sends it again for the one rule that failed (the
+event's other rules succeeded the first time, so re-running them would message users twice).
+Events that fail again are dead-lettered again, past the end this run reads to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from consumer.app import Loaded, build_parts, configure_logging, install_signal_handlers, load_all
+from consumer.events import KafkaMeta, RawMessage
+from consumer.kafka_io import KafkaFatalError, TopicReader
+from consumer.pipeline import HaltError, Pipeline
+from consumer.service import monotonic_ms
+from consumer.settings import kafka_consumer_config
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """A dead-letter message taken apart: where it sits, why it failed, the original message."""
+
+    position: tuple[tuple[str, int], int]  # ((dlq topic, partition), offset)
+    reason: str
+    rule_id: str
+    error: str
+    failed_at: str
+    original: RawMessage
+
+
+def parse_record(raw: RawMessage) -> DeadLetterRecord | None:
+    """None when the message lacks the `dlq.source.*` headers (not written by this service)."""
+    ours = {
+        n: (v or b"").decode("utf-8", "replace") for n, v in raw.meta.headers if n[:4] == "dlq."
+    }
+    try:
+        source = KafkaMeta(
+            topic=ours["dlq.source.topic"],
+            partition=int(ours["dlq.source.partition"]),
+            offset=int(ours["dlq.source.offset"]),
+            key=raw.meta.key,
+            timestamp_ms=int(ours["dlq.source.timestamp"] or 0) or None,
+            headers=tuple((n, v) for n, v in raw.meta.headers if n[:4] != "dlq."),
+        )
+    except (KeyError, ValueError):
+        return None
+    return DeadLetterRecord(
+        position=((raw.meta.topic, raw.meta.partition), raw.meta.offset),
+        reason=ours.get("dlq.reason", ""),
+        rule_id=ours.get("dlq.rule_id", "-"),
+        error=ours.get("dlq.error", ""),
+        failed_at=ours.get("dlq.failed_at", ""),
+        original=RawMessage(source, raw.value),
+    )
+
+
+@dataclass(frozen=True)
+class ReplayFilter:
+    reasons: frozenset[str] = frozenset()
+    rules: frozenset[str] = frozenset()
+    source_topics: frozenset[str] = frozenset()
+    failed_after: datetime | None = None
+    failed_before: datetime | None = None
+
+    def accepts(self, record: DeadLetterRecord) -> bool:
+        if self.reasons and record.reason not in self.reasons:
+            return False
+        if self.rules and record.rule_id not in self.rules:
+            return False
+        if self.source_topics and record.original.meta.topic not in self.source_topics:
+            return False
+        return self._in_window(record.failed_at)
+
+    def _in_window(self, failed_at: str) -> bool:
+        if self.failed_after is None and self.failed_before is None:
+            return True
+        try:
+            moment = datetime.fromisoformat(failed_at)
+        except ValueError:
+            return False
+        after_ok = self.failed_after is None or moment >= self.failed_after
+        return after_ok and (self.failed_before is None or moment < self.failed_before)
+
+
+def register(subparsers: Any) -> None:
+    dlq = subparsers.add_parser("dlq", help="dead-letter topic tools")
+    commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
+    parser = commands.add_parser("replay", help="re-process dead-lettered events")
+    parser.add_argument("--config", type=Path, default=Path("config/consumer.yaml"))
+    parser.add_argument("--reason", action="append", default=[], help="only this dlq.reason")
+    parser.add_argument("--rule", action="append", default=[], help="only this dlq.rule_id")
+    parser.add_argument("--source-topic", action="append", default=[])
+    parser.add_argument("--failed-after", type=_aware, help="ISO 8601, e.g. 2026-01-01T00:00:00Z")
+    parser.add_argument("--failed-before", type=_aware)
+    parser.add_argument("--from-offset", type=int, default=0, help="first dead-letter offset")
+    parser.add_argument("--limit", type=int, help="replay at most this many records")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be replayed")
+    parser.add_argument("--log-level", default="WARNING")
+    parser.set_defaults(handler=_replay)
+
+
+def _aware(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a UTC offset, e.g. ...T00:00:00Z")
+    return moment
+
+
+def _replay(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    loaded = load_all(args.config)
+    if isinstance(loaded, int):
+        return loaded
+    wanted = ReplayFilter(
+        frozenset(args.reason),
+        frozenset(args.rule),
+        frozenset(args.source_topic),
+        args.failed_after,
+        args.failed_before,
+    )
+    try:
+        return Replay(loaded, wanted, args.limit, args.dry_run).run(args.from_offset)
+    except (HaltError, KafkaFatalError) as exc:
+        print(f"replay stopped: {exc}", file=sys.stderr)
+        return 1
+
+
+class Replay:
+    def __init__(self, loaded: Loaded, wanted: ReplayFilter, limit: int | None, dry: bool) -> None:
+        self._loaded = loaded
+        self._wanted = wanted
+        self._limit = limit
+        self._dry = dry
+        self._stop = False
+        self.seen = self.selected = self.foreign = 0
+
+    def run(self, from_offset: int) -> int:
+        settings = self._loaded.settings
+        config = kafka_consumer_config(settings)
+        config["group.id"] = f"{settings.kafka.group_id}.dlq-replay"  # never committed
+        reader = TopicReader(config, settings.kafka.dead_letter_topic, from_offset)
+        total = sum(reader.ends.values()) - from_offset * len(reader.ends)
+        progress = Progress(sys.stderr, max(total, 0))
+        parts = None if self._dry else build_parts(self._loaded)
+        install_signal_handlers(self._request_stop)
+        try:
+            self._read(reader, parts.pipeline if parts else None, progress)
+            if parts is not None:
+                self._finish(parts.pipeline, settings.shutdown.drain_timeout_s)
+        finally:
+            progress.close()
+            reader.close()
+            if parts is not None:
+                parts.close()
+        self._print_summary(parts.pipeline if parts else None)
+        return 0
+
+    def _request_stop(self) -> None:
+        self._stop = True
+
+    def _read(self, reader: TopicReader, pipeline: Pipeline | None, progress: Progress) -> None:
+        if pipeline is not None:
+            pipeline.assigned(list(reader.ends))
+        while not (reader.done or self._stop or self._limit_reached()):
+            for raw in reader.read(200, 0.2):
+                self.seen += 1
+                self._one(raw, pipeline)
+                if self._limit_reached():
+                    break
+            if pipeline is not None:
+                _service(pipeline)
+            progress.update(self.seen)
+
+    def _one(self, raw: RawMessage, pipeline: Pipeline | None) -> None:
+        record = parse_record(raw)
+        if record is None:
+            self.foreign += 1
+            return
+        if not self._wanted.accepts(record):
+            return
+        self.selected += 1
+        if pipeline is None:
+            print(json.dumps(_describe(record)), flush=True)
+            return
+        only = None if record.rule_id == "-" else record.rule_id
+        pipeline.handle(record.original, monotonic_ms(), record.position, only)
+
+    def _limit_reached(self) -> bool:
+        return self._limit is not None and self.selected >= self._limit
+
+    def _finish(self, pipeline: Pipeline, timeout_s: float) -> None:
+        pipeline.submit(pipeline.batcher.flush())
+        deadline = time.monotonic() + timeout_s
+        while pipeline.tracker.unsettled() and time.monotonic() < deadline:
+            _service(pipeline, 0.05)
+
+    def _print_summary(self, pipeline: Pipeline | None) -> None:
+        line = f"dead letters read {self.seen}, selected {self.selected}"
+        if self.foreign:
+            line += f", without dlq headers {self.foreign}"
+        if pipeline is not None:
+            stats = pipeline.stats
+            line += (
+                f"; recipients sent {stats.recipients_sent}, skipped {stats.skipped}, "
+                f"dead-lettered again {sum(stats.dead_lettered.values())}, "
+                f"unsettled {pipeline.tracker.unsettled()}"
+            )
+        print(line, file=sys.stderr)
+
+
+def _service(pipeline: Pipeline, wait_s: float = 0.0) -> None:
+    pipeline.collect(wait_s)
+    pipeline.service_dead_letters()
+    pipeline.submit(pipeline.batcher.due(monotonic_ms()))
+
+
+def _describe(record: DeadLetterRecord) -> dict[str, object]:
+    (topic, partition), offset = record.position
+    meta = record.original.meta
+    return {
+        "dlq": f"{topic}[{partition}]@{offset}",
+        "source": f"{meta.topic}[{meta.partition}]@{meta.offset}",
+        "reason": record.reason,
+        "rule_id": record.rule_id,
+        "failed_at": record.failed_at,
+        "error": record.error,
+    }
+
+
+class Progress:
+    """A one-line progress bar on a terminal; a line every 10% otherwise."""
+
+    def __init__(self, stream: TextIO, total: int) -> None:
+        self._stream = stream
+        self._total = total
+        self._tty = stream.isatty()
+        self._last_tenth = -1
+
+    def update(self, done: int) -> None:
+        share = 1.0 if self._total == 0 else min(1.0, done / self._total)
+        if self._tty:
+            bar = "#" * int(share * 30)
+            self._stream.write(f"\rreplay [{bar:<30}] {share:4.0%} {done}/{self._total}")
+        elif int(share * 10) > self._last_tenth:
+            self._last_tenth = int(share * 10)
+            self._stream.write(f"replay {share:.0%} ({done}/{self._total})\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._tty:
+            self._stream.write("\n")
+            self._stream.flush()
