@@ -132,13 +132,14 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     for loc, line in lines.duplicate_keys:
         raise SettingsError([f"{path}:{line}: {'.'.join(map(str, loc))}: duplicate key"])
     problems = _forbidden_secret_keys(path, data, lines)
-    problems += _apply_env(data, env)
+    overrides: dict[tuple[str, ...], str] = {}
+    problems += _apply_env(data, env, overrides)
     if problems:
         raise SettingsError(problems)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise SettingsError(_describe(path, exc, lines)) from None
+        raise SettingsError(_describe(path, exc, lines, overrides)) from None
     return _resolve_rules_path(settings, path)
 
 
@@ -202,10 +203,12 @@ def _forbidden_secret_keys(path: Path, data: dict[str, object], lines: LineIndex
     return []
 
 
-def _apply_env(data: dict[str, object], env: Mapping[str, str]) -> list[str]:
+def _apply_env(
+    data: dict[str, object], env: Mapping[str, str], overrides: dict[tuple[str, ...], str]
+) -> list[str]:
     """`BRAZE_CONSUMER_KAFKA__BOOTSTRAP_SERVERS=x` sets kafka.bootstrap_servers;
     `BRAZE_CONSUMER_KAFKA__CLIENT__SASL_USERNAME=u` sets the librdkafka property `sasl.username`.
-    Values are validated with the rest."""
+    Values are validated with the rest; `overrides` records which variable set which key."""
     problems: list[str] = []
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX):
@@ -220,6 +223,7 @@ def _apply_env(data: dict[str, object], env: Mapping[str, str]) -> list[str]:
                 continue
             parts[2] = parts[2].replace("_", ".")
         _set_path(data, parts, env[name])
+        overrides[tuple(parts)] = name
     return problems
 
 
@@ -234,12 +238,17 @@ def _set_path(data: dict[str, object], parts: list[str], value: str) -> None:
     node[parts[-1]] = value
 
 
-def _describe(path: Path, exc: ValidationError, lines: LineIndex) -> list[str]:
+def _describe(
+    path: Path, exc: ValidationError, lines: LineIndex, overrides: Mapping[tuple[str, ...], str]
+) -> list[str]:
     problems = []
     for error in exc.errors():
         loc = tuple(error["loc"])
         key = ".".join(str(p) for p in loc) or "-"
-        problems.append(f"{path}:{lines.line_of(loc)}: {key}: {error['msg']}")
+        # A value from the environment is named by its variable: the file's line would mislead.
+        where = next((v for k, v in overrides.items() if loc[: len(k)] == k), None)
+        where = where or f"{path}:{lines.line_of(loc)}"
+        problems.append(f"{where}: {key}: {error['msg']}")
     return problems
 
 
