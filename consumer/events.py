@@ -65,7 +65,11 @@ def decode(raw: RawMessage) -> Event | DecodeError:
     if raw.value is None:
         return DecodeError(raw, "invalid_json", "message has no value (tombstone)")
     try:
-        value: JSONValue = json.loads(raw.value, parse_constant=_reject_constant)
+        # Strict UTF-8 (a BOM is allowed): json.loads(bytes) would also take UTF-16/32 and
+        # encoded lone surrogates, which then fail every rule mapping instead of reading as
+        # invalid JSON.
+        text = raw.value.decode("utf-8-sig")
+        value: JSONValue = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         return DecodeError(raw, "invalid_json", f"value is not valid JSON: {_short(exc)}")
     if not isinstance(value, dict):
