@@ -34,8 +34,8 @@ class DeadLetter:
     first_failed_at: datetime | None = None
     failed_at: datetime | None = None
 
-    def headers(self, now: datetime | None = None) -> list[tuple[str, bytes]]:
-        """Original headers first, then the `dlq.*` headers, all values UTF-8."""
+    def headers(self, now: datetime | None = None) -> list[tuple[str, bytes | None]]:
+        """Original headers first, exactly as consumed, then the `dlq.*` headers (UTF-8)."""
         failed_at = self.failed_at or now or datetime.now(UTC)
         first = self.first_failed_at or failed_at
         meta = self.raw.meta
@@ -53,7 +53,8 @@ class DeadLetter:
         }
         if self.http_status is not None:
             ours["dlq.http_status"] = str(self.http_status)
-        original = [(name, value or b"") for name, value in meta.headers]
+        # A null header value stays null: replay reads `_kafka.headers.x` as null, not "".
+        original: list[tuple[str, bytes | None]] = list(meta.headers)
         return original + [(name, value.encode("utf-8")) for name, value in ours.items()]
 
 
