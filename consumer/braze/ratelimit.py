@@ -26,6 +26,10 @@ _EPOCH = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,9})?")
 _EPSILON_S = 1e-9
 # A clock reading further back than this is a wall-clock step, not threads racing to the lock.
 _CLOCK_STEP_S = 1.0
+# After a spent window resets, one request probes the new one and the others wait for its answer
+# (without that, every waiting thread starts at the reset and most get 429 again); if no answer
+# comes within this long, another request may probe.
+_PROBE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,15 +85,21 @@ class RateLimiter:
         self._refilled_at_s: float | None = None
         self._window: _Window | None = None
         self._last_grant_s: float | None = None
+        self._probe_pending = False  # a spent window has reset: the next grant is a probe
+        self._probe_hold_until_s: float | None = None  # others wait for the probe's answer
 
     def acquire(self, now_s: float) -> float:
         """Take a slot and return 0.0, or return the seconds to wait before asking again."""
         with self._lock:
             self._refill(now_s)
             self._expire_window(now_s)
-            wait_s = max(self._token_wait_s(), self._server_wait_s(now_s))
+            wait_s = max(
+                self._token_wait_s(), self._server_wait_s(now_s), self._probe_wait_s(now_s)
+            )
             if wait_s > _EPSILON_S:
                 return wait_s
+            if self._probe_pending:
+                self._probe_hold_until_s = now_s + _PROBE_TIMEOUT_S
             self._tokens -= 1.0
             self._last_grant_s = (
                 now_s if self._last_grant_s is None else max(self._last_grant_s, now_s)
@@ -101,6 +111,9 @@ class RateLimiter:
 
     def observe(self, now_s: float, status: int | None, headers: Mapping[str, str]) -> None:
         """Learn from a response's status and headers (a 429 means nothing is left)."""
+        with self._lock:
+            self._probe_pending = False  # any answer ends a probe: the headers say what is left
+            self._probe_hold_until_s = None
         quota = parse_quota(headers)
         reset_s = quota.reset_epoch_s
         if reset_s is None or reset_s <= now_s:
@@ -141,7 +154,14 @@ class RateLimiter:
 
     def _expire_window(self, now_s: float) -> None:
         if self._window is not None and now_s >= self._window.until_s:
+            self._probe_pending = self._window.remaining <= 0
             self._window = None
+
+    def _probe_wait_s(self, now_s: float) -> float:
+        hold_s = self._probe_hold_until_s
+        if not self._probe_pending or hold_s is None:
+            return 0.0
+        return max(0.0, hold_s - now_s)
 
     def _token_wait_s(self) -> float:
         missing = 1.0 - self._tokens

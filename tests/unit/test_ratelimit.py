@@ -209,7 +209,26 @@ def test_server_wait_reports_the_hold_without_taking_a_slot() -> None:
     limiter.observe(T0, 429, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(T0 + 20)})
     assert limiter.server_wait_s(T0 + 5) == pytest.approx(15)
     assert limiter.server_wait_s(T0 + 20) == 0.0
-    assert [limiter.acquire(T0 + 20) for _ in range(3)] == [0.0, 0.0, 1.0]
+    # The spent window has reset: one request probes it, the others wait for its answer.
+    assert [limiter.acquire(T0 + 20) for _ in range(3)] == [0.0, 5.0, 5.0]
+
+
+def test_the_probe_answer_releases_the_waiting_requests() -> None:
+    limiter = RateLimiter(3600, max_server_wait_s=3600)
+    limiter.observe(T0, 429, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(T0 + 20)})
+    assert limiter.acquire(T0 + 20) == 0.0
+    assert limiter.acquire(T0 + 20.1) == pytest.approx(4.9)
+    limiter.observe(
+        T0 + 20.2, 201, {"X-RateLimit-Remaining": "500", "X-RateLimit-Reset": str(T0 + 80)}
+    )
+    assert limiter.acquire(T0 + 20.2) == 0.0
+
+
+def test_an_unanswered_probe_lets_another_request_probe_after_the_timeout() -> None:
+    limiter = RateLimiter(3600, max_server_wait_s=3600)
+    limiter.observe(T0, 429, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(T0 + 20)})
+    assert limiter.acquire(T0 + 20) == 0.0
+    assert limiter.acquire(T0 + 25) == 0.0
 
 
 def test_rejects_a_zero_budget() -> None:
