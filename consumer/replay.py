@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -48,7 +48,8 @@ def parse_record(raw: RawMessage) -> DeadLetterRecord | None:
             partition=int(ours["dlq.source.partition"]),
             offset=int(ours["dlq.source.offset"]),
             key=raw.meta.key,
-            timestamp_ms=int(ours["dlq.source.timestamp"] or 0) or None,
+            # Not among product.md's headers: a record without it is still replayable.
+            timestamp_ms=int(ours.get("dlq.source.timestamp") or 0) or None,
             headers=tuple((n, v) for n, v in raw.meta.headers if n[:4] != "dlq."),
         )
     except (KeyError, ValueError):
@@ -87,6 +88,8 @@ class ReplayFilter:
             moment = datetime.fromisoformat(failed_at)
         except ValueError:
             return False
+        if moment.tzinfo is None:  # dlq.failed_at is UTC; comparing naive to aware would raise
+            moment = moment.replace(tzinfo=UTC)
         after_ok = self.failed_after is None or moment >= self.failed_after
         return after_ok and (self.failed_before is None or moment < self.failed_before)
 
