@@ -1,0 +1,26 @@
+"""`make bench`: every benchmark in one run (numbers vary on shared machines; compare within a run)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RUNS = [
+    ["bench/rules_eval.py"],
+    ["-m", "bench.batcher_bench"],
+    ["bench/service_throughput.py", "--events", "20000", "--in-flight", "8", "24"],
+]
+
+
+def main() -> int:
+    for args in RUNS:
+        print(f"\n$ python {' '.join(args)}", flush=True)
+        subprocess.run([sys.executable, *args], cwd=REPO, check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
