@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark in one run (numbers vary on shared machines; compare within a run)."""
+"""`make bench`: every benchmark in one run (shared machines are noisy: compare within a run)."""
 
 from __future__ import annotations
 
