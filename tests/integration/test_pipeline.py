@@ -218,3 +218,36 @@ def test_dlq_replay_resends_only_the_failed_rule(scenario: Scenario) -> None:
     done = run_cli(["dlq", "replay", "--config", str(config), "--reason", "braze_rejected"])
     assert "selected 1" in done.stderr, done.stderr
     assert scenario.sent_users() == {f"u-{i}": 1 for i in range(5)}
+
+
+def test_braze_timeouts_are_retried_not_dead_lettered(scenario: Scenario) -> None:
+    # Every answer takes 1.5 s against a 1 s read timeout until the fault is lifted.
+    scenario.emulator.set_faults(latency_ms=1500)
+    config = scenario.config(braze__read_timeout_ms=1000, braze__max_attempts=20)
+    service = scenario.start(config, exit_when_idle_s=2)
+    scenario.produce_events([scenario.event(i) for i in range(3)])
+
+    def calls() -> int:
+        return sum(r.path == "/canvas/trigger/send" for r in scenario.emulator.requests())
+
+    wait_until(lambda: calls() >= 2, 60, "a timed-out request and its retry")
+    scenario.emulator.set_faults(latency_ms=0)
+
+    assert service.wait(120) == 0, service.log()
+    assert set(scenario.sent_users()) == {"u-0", "u-1", "u-2"}
+    assert consume_all(scenario.bootstrap, scenario.dlq_topic, expected=0, timeout_s=3) == []
+    assert committed_offsets(scenario.bootstrap, scenario.group, scenario.topic) == {0: 3}
+
+
+def test_oversized_properties_are_dead_lettered_as_too_large(scenario: Scenario) -> None:
+    huge = json.dumps(
+        {"type": "user.signed_up", "data": {"user_id": "u-big", "seq": "x" * 60_000}}
+    ).encode()
+    scenario.produce_events([scenario.event(1), huge, scenario.event(2)])
+
+    _run_to_idle(scenario)
+
+    assert set(scenario.sent_users()) == {"u-1", "u-2"}
+    [letter] = consume_all(scenario.bootstrap, scenario.dlq_topic, expected=1, timeout_s=30)
+    assert header_map(letter.meta.headers)["dlq.reason"] == "too_large"
+    assert letter.value == huge
