@@ -207,6 +207,13 @@ class Pipeline:
             ]
             return batch, failed
 
+    def tick(self, now_ms: int, wait_s: float = 0.0) -> None:
+        """Settle finished requests (waiting up to `wait_s` for one), deliver dead-letter
+        acknowledgements, and send the partial batches that are due."""
+        self.collect(wait_s)
+        self.service_dead_letters()
+        self.submit(self.batcher.due(now_ms))
+
     def collect(self, timeout_s: float = 0.0) -> int:
         """Settle finished requests; waits up to `timeout_s` for the first one. Returns how many."""
         count = 0

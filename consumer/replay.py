@@ -180,7 +180,7 @@ class Replay:
                 if self._limit_reached():
                     break
             if pipeline is not None:
-                _service(pipeline)
+                pipeline.tick(monotonic_ms())
             progress.update(self.seen)
 
     def _one(self, raw: RawMessage, pipeline: Pipeline | None) -> None:
@@ -204,7 +204,7 @@ class Replay:
         pipeline.submit(pipeline.batcher.flush())
         deadline = time.monotonic() + timeout_s
         while pipeline.tracker.unsettled() and time.monotonic() < deadline:
-            _service(pipeline, 0.05)
+            pipeline.tick(monotonic_ms(), 0.05)
 
     def _print_summary(self, pipeline: Pipeline | None) -> None:
         line = f"dead letters read {self.seen}, selected {self.selected}"
@@ -218,12 +218,6 @@ class Replay:
                 f"unsettled {pipeline.tracker.unsettled()}"
             )
         print(line, file=sys.stderr)
-
-
-def _service(pipeline: Pipeline, wait_s: float = 0.0) -> None:
-    pipeline.collect(wait_s)
-    pipeline.service_dead_letters()
-    pipeline.submit(pipeline.batcher.due(monotonic_ms()))
 
 
 def _describe(record: DeadLetterRecord) -> dict[str, object]:

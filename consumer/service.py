@@ -73,7 +73,6 @@ class ConsumerService:
         self.pipeline.assigned(tps)
         if self._paused:
             self._source.pause(tps)
-        self._ready()
 
     def on_revoke(self, tps: list[TopicPartition]) -> None:
         log.info("revoking %s", _fmt(tps))
@@ -91,11 +90,12 @@ class ConsumerService:
         self.pipeline.tracker.forget(tps)
         self._metrics.forget_partitions(tps)
         self._assigned.difference_update(tps)
-        self._ready()
 
-    def _ready(self) -> None:
+    def _set_ready(self, ready: bool) -> None:
+        # Ready means "in the group and looping", not "holds partitions": replicas beyond the
+        # partition count would otherwise never be ready and a rolling update would stall.
         if self._server is not None:
-            self._server.set_ready(bool(self._assigned))
+            self._server.set_ready(ready)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -106,6 +106,7 @@ class ConsumerService:
         try:
             while not self._stop.is_set():
                 consumed = self._turn()
+                self._set_ready(True)
                 now = time.monotonic()
                 if now - last_commit >= self._settings.commit_interval_s:
                     self._commit(asynchronous=True)
@@ -122,9 +123,7 @@ class ConsumerService:
 
     def _turn(self) -> int:
         pipeline = self.pipeline
-        pipeline.collect()
-        pipeline.service_dead_letters()
-        pipeline.submit(pipeline.batcher.due(monotonic_ms()))
+        pipeline.tick(monotonic_ms())
         self._backpressure()
         messages = self._source.consume(_CONSUME_BATCH, self._poll_timeout_s())
         for raw in messages:
@@ -194,6 +193,7 @@ class ConsumerService:
 
     def _drain(self) -> int:
         """Stop consuming, flush batches, wait (bounded) for sends and dead letters, commit."""
+        self._set_ready(False)
         log.info("draining: %d events unsettled", self.pipeline.tracker.unsettled())
         self.pipeline.submit(self.pipeline.batcher.flush())
         settled = self._settle_until(None, self._settings.drain_timeout_s)
@@ -209,14 +209,14 @@ class ConsumerService:
         deadline = time.monotonic() + timeout_s
         tracker = self.pipeline.tracker
         while True:
-            self.pipeline.service_dead_letters()
             remaining = sum(tracker.unsettled(tp) for tp in tps) if tps else tracker.unsettled()
             if remaining == 0:
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            self.pipeline.collect(min(0.05, left))
+            self.pipeline.tick(monotonic_ms(), min(0.05, left))
+            self._publish_gauges()  # keeps /healthz beating through a long drain
 
 
 def _fmt(tps: list[TopicPartition]) -> str:
