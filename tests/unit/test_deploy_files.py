@@ -144,6 +144,12 @@ def test_no_key_shaped_literal(path: Path) -> None:
     assert not UUID.search(path.read_text(encoding="utf-8"))
 
 
+def test_replicas_together_stay_within_the_workspace_budget() -> None:
+    # The rate limiter is per process: N replicas each at the full budget would spend N times it.
+    replicas = int(OBJECTS["Deployment"]["spec"]["replicas"])
+    assert settings().braze.requests_per_hour * replicas <= 250_000
+
+
 def test_grace_period_outlasts_the_drain() -> None:
     shutdown = settings().shutdown
     assert shutdown.drain_timeout_s >= 30
