@@ -146,21 +146,37 @@ def test_429_is_honoured_until_reset(scenario: Scenario) -> None:
     assert scenario.sent_users() == {f"u-{i}": 1 for i in range(5)}
 
 
-def test_kill_9_between_send_and_commit_loses_nothing(scenario: Scenario) -> None:
+@pytest.mark.parametrize(
+    "commit_interval_ms",
+    [
+        pytest.param(60_000, id="no commit before the kill (worst case)"),
+        pytest.param(200, id="commits every 200 ms"),
+    ],
+)
+def test_kill_9_between_send_and_commit_loses_nothing(
+    scenario: Scenario, commit_interval_ms: int
+) -> None:
     count = 400
     scenario.produce_events([scenario.event(i) for i in range(count)])
-    # Commits are rare, so the kill lands after sends whose offsets are not committed yet.
-    config = scenario.config(kafka__commit_interval_ms=60_000, batching__max_recipients=10)
+    # 200 ms answers, 2 at a time: ~4 s of sending, so the kill lands mid-stream with requests
+    # in flight.
+    scenario.emulator.set_faults(latency_ms=200)
+    config = scenario.config(
+        kafka__commit_interval_ms=commit_interval_ms,
+        batching__max_recipients=10,
+        braze__max_in_flight=2,
+    )
     service = scenario.start(config, exit_when_idle_s=None)
     wait_until(lambda: sum(scenario.sent_users().values()) >= count // 2, 90, "half sent")
     service.kill9()
+    scenario.emulator.set_faults(latency_ms=0)
 
     _run_to_idle(scenario)
 
     sent = scenario.sent_users()
     assert set(sent) == {f"u-{i}" for i in range(count)}
     duplicates = sum(n - 1 for n in sent.values())
-    print(f"kill -9 duplicates: {duplicates} of {count}")
+    print(f"kill -9 duplicates (commit every {commit_interval_ms} ms): {duplicates} of {count}")
     assert committed_offsets(scenario.bootstrap, scenario.group, scenario.topic) == {0: count}
 
 
