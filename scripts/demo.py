@@ -170,7 +170,8 @@ def report(summary: dict[str, object], elapsed_s: float, emulator: EmulatorContr
     print(f"    recipients sent        {recipients}")
     if requests:
         print(f"    recipients / request   {recipients / requests:.1f} (max 50)")
-    print(f"    throughput             {consumed / max(elapsed_s, 1e-3):.0f} events/s")
+    rate = consumed / max(elapsed_s, 1e-3)
+    print(f"    throughput             {rate:.0f} events/s (process start to last event)")
     reasons = dead_letter_reasons()
     print(f"    dead letters           {sum(reasons.values())}")
     for reason, count in sorted(reasons.items()):
