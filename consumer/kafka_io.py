@@ -184,16 +184,16 @@ class TopicReader:
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:
             raise KafkaFatalError(f"topic {topic} not found")
+        self.starts: dict[PartitionKey, int] = {}
         self.ends: dict[PartitionKey, int] = {}
-        starts = []
         for partition in sorted(found.partitions):
             low, high = self._consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=30
             )
+            self.starts[(topic, partition)] = max(low, start_offset)
             self.ends[(topic, partition)] = high
-            starts.append(TopicPartition(topic, partition, max(low, start_offset)))
-        self._open = {tp for tp, end in self.ends.items() if end > max(0, start_offset)}
-        self._consumer.assign(starts)
+        self._open = {tp for tp, end in self.ends.items() if end > self.starts[tp]}
+        self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in self.starts.items()])
 
     @property
     def done(self) -> bool:

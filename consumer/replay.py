@@ -151,8 +151,8 @@ class Replay:
         config = kafka_consumer_config(settings)
         config["group.id"] = f"{settings.kafka.group_id}.dlq-replay"  # never committed
         reader = TopicReader(config, settings.kafka.dead_letter_topic, from_offset)
-        total = sum(reader.ends.values()) - from_offset * len(reader.ends)
-        progress = Progress(sys.stderr, max(total, 0))
+        total = sum(max(0, end - reader.starts[tp]) for tp, end in reader.ends.items())
+        progress = Progress(sys.stderr, total)
         parts = None if self._dry else build_parts(self._loaded)
         install_signal_handlers(self._request_stop)
         try:
