@@ -9,18 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from consumer.events import RawMessage
+from consumer.reasons import Reason
+
+__all__ = ["MAX_ERROR_BYTES", "DeadLetter", "Reason", "cut", "iso_utc"]
 
 MAX_ERROR_BYTES = 2_000  # Braze bodies can be large or hostile; a header stays small
-
-
-class Reason:
-    """The machine-readable `dlq.reason` classes."""
-
-    INVALID_JSON = "invalid_json"
-    MAPPING_ERROR = "mapping_error"
-    TOO_LARGE = "too_large"
-    BRAZE_REJECTED = "braze_rejected"
-    RETRIES_EXHAUSTED = "retries_exhausted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 
 from consumer.json_types import JSONObject, JSONValue
+from consumer.reasons import Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ class DecodeError:
 def decode(raw: RawMessage) -> Event | DecodeError:
     """Parse the message value; never raises."""
     if raw.value is None:
-        return DecodeError(raw, "invalid_json", "message has no value (tombstone)")
+        return DecodeError(raw, Reason.INVALID_JSON, "message has no value (tombstone)")
     try:
         # Strict UTF-8 (a BOM is allowed): json.loads(bytes) would also take UTF-16/32 and
         # encoded lone surrogates, which then fail every rule mapping instead of reading as
@@ -71,10 +72,10 @@ def decode(raw: RawMessage) -> Event | DecodeError:
         text = raw.value.decode("utf-8-sig")
         value: JSONValue = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
-        return DecodeError(raw, "invalid_json", f"value is not valid JSON: {_short(exc)}")
+        return DecodeError(raw, Reason.INVALID_JSON, f"value is not valid JSON: {_short(exc)}")
     if not isinstance(value, dict):
         kind = type(value).__name__
-        return DecodeError(raw, "invalid_json", f"value must be a JSON object, got {kind}")
+        return DecodeError(raw, Reason.INVALID_JSON, f"value must be a JSON object, got {kind}")
     document = dict(value)
     document["_kafka"] = raw.meta.as_document()
     return Event(raw, document)

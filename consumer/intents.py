@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from consumer.json_types import JSONObject, JSONValue
+from consumer.reasons import Reason
 
 
 class Endpoint(StrEnum):
@@ -108,7 +109,7 @@ class MappingFailure:
     rule_id: str
     field: str  # e.g. "recipient.external_user_id"
     message: str
-    reason: str = "mapping_error"  # or "too_large" when properties exceed 50 KB
+    reason: str = Reason.MAPPING_ERROR  # or Reason.TOO_LARGE when properties exceed 50 KB
 
 
 Outcome = SendIntent | RuleSkip | MappingFailure

@@ -20,6 +20,7 @@ from consumer.intents import (
     canonical_json,
 )
 from consumer.json_types import JSONObject, JSONValue
+from consumer.reasons import Reason
 from consumer.rules.conditions import Condition, Step, resolve
 from consumer.rules.templates import NOTHING, ExpressionError, ObjectTemplate, Template
 from consumer.rules.times import braze_schedule_time, epoch_ms, parse_iso8601
@@ -31,7 +32,7 @@ MAX_PROPERTIES_BYTES = 50_000
 class _MappingError(Exception):
     """Internal: stops building a recipient; turned into a MappingFailure by `apply`."""
 
-    def __init__(self, field: str, message: str, reason: str = "mapping_error") -> None:
+    def __init__(self, field: str, message: str, reason: str = Reason.MAPPING_ERROR) -> None:
         super().__init__(message)
         self.failure_field = field
         self.reason = reason
@@ -177,7 +178,7 @@ def _check_size(properties: JSONValue) -> None:
     size = len(canonical_json(properties).encode("utf-8"))
     if size > MAX_PROPERTIES_BYTES:
         message = f"properties are {size} bytes, over Braze's limit of {MAX_PROPERTIES_BYTES}"
-        raise _MappingError("properties", message, reason="too_large")
+        raise _MappingError("properties", message, reason=Reason.TOO_LARGE)
 
 
 def _event_time_ms(value: JSONValue) -> int:
