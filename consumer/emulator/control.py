@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from consumer.emulator.budget import BRAZE_REQUESTS_PER_HOUR
 from consumer.emulator.faults import DEFAULT_ERROR_STATUSES
 from consumer.emulator.wire import (
+    AnswerOverrideSettings,
     ApiKeys,
     BudgetSettings,
     BudgetView,
@@ -81,9 +82,14 @@ class EmulatorControl:
         reject_external_user_ids: Iterable[str] | None = None,
         paused_canvas_ids: Iterable[str] | None = None,
         archived_canvas_ids: Iterable[str] | None = None,
+        invalid_target_ids: Iterable[str] | None = None,
+        answer_override: AnswerOverrideSettings | Literal[False] | None = None,
         seed: int | None = None,
     ) -> FaultsView:
-        """Change the faults given (None leaves one as it is); returns the faults now in force."""
+        """Change the faults given (None leaves one as it is); returns the faults now in force.
+
+        `answer_override=False` turns the override off (None, as everywhere, leaves it alone).
+        """
         update = FaultsUpdate(
             latency_ms=latency_ms,
             status_sequence=_list(status_sequence),
@@ -94,9 +100,14 @@ class EmulatorControl:
             reject_external_user_ids=_list(reject_external_user_ids),
             paused_canvas_ids=_list(paused_canvas_ids),
             archived_canvas_ids=_list(archived_canvas_ids),
+            invalid_target_ids=_list(invalid_target_ids),
+            answer_override=None if answer_override is False else answer_override,
             seed=seed,
         )
-        return self._call("POST", "faults", FaultsView, json=update.model_dump(exclude_none=True))
+        payload = update.model_dump(exclude_none=True)
+        if answer_override is False:
+            payload["answer_override"] = None  # null on the wire turns it off
+        return self._call("POST", "faults", FaultsView, json=payload)
 
     def clear_faults(self) -> FaultsView:
         """Every fault off (the record and the budget are left alone)."""
@@ -110,6 +121,8 @@ class EmulatorControl:
             reject_external_user_ids=(),
             paused_canvas_ids=(),
             archived_canvas_ids=(),
+            invalid_target_ids=(),
+            answer_override=False,
         )
 
     def budget(self) -> BudgetView:

@@ -14,10 +14,12 @@ from urllib.parse import parse_qs
 from pydantic import BaseModel, JsonValue, ValidationError
 
 from consumer.emulator.budget import BudgetLimits
-from consumer.emulator.faults import FaultSettings
+from consumer.emulator.faults import AnswerOverride, FaultSettings
 from consumer.emulator.record import RecordedRequest
 from consumer.emulator.state import EmulatorState, Reply
 from consumer.emulator.wire import (
+    AnswerOverrideSettings,
+    AnswerOverrideView,
     ApiKeys,
     BudgetSettings,
     BudgetView,
@@ -93,6 +95,16 @@ def _get_faults(state: EmulatorState, _query: str, _body: bytes) -> FaultsView:
         reject_external_user_ids=sorted(settings.reject_external_user_ids),
         paused_canvas_ids=sorted(settings.paused_canvas_ids),
         archived_canvas_ids=sorted(settings.archived_canvas_ids),
+        invalid_target_ids=sorted(settings.invalid_target_ids),
+        answer_override=_override_view(settings.answer_override),
+    )
+
+
+def _override_view(override: AnswerOverride | None) -> AnswerOverrideView | None:
+    if override is None:
+        return None
+    return AnswerOverrideView(
+        status=override.status, body=override.body, content_type=override.content_type
     )
 
 
@@ -103,16 +115,31 @@ def _set_faults(state: EmulatorState, query: str, body: bytes) -> FaultsView:
 
 
 def _merged(current: FaultSettings, update: FaultsUpdate) -> FaultSettings:
-    changes = update.model_dump(exclude_none=True, exclude={"seed"})
+    changes = update.model_dump(exclude_none=True, exclude={"seed", "answer_override"})
     if isinstance(update.latency_ms, int):
         changes["latency_ms"] = (update.latency_ms, update.latency_ms)
     for name in ("status_sequence", "error_statuses"):
         if name in changes:
             changes[name] = tuple(changes[name])
-    for name in ("reject_external_user_ids", "paused_canvas_ids", "archived_canvas_ids"):
+    for name in (
+        "reject_external_user_ids",
+        "paused_canvas_ids",
+        "archived_canvas_ids",
+        "invalid_target_ids",
+    ):
         if name in changes:
             changes[name] = frozenset(changes[name])
-    return replace(current, **changes)  # FaultSettings checks the ranges
+    if "answer_override" in update.model_fields_set:  # given as null: turn it off
+        changes["answer_override"] = _override(update.answer_override)
+    return replace(current, **changes)  # FaultSettings and AnswerOverride check the ranges
+
+
+def _override(settings: AnswerOverrideSettings | None) -> AnswerOverride | None:
+    if settings is None:
+        return None
+    return AnswerOverride(
+        status=settings.status, body=settings.body, content_type=settings.content_type
+    )
 
 
 def _get_budget(state: EmulatorState, _query: str, _body: bytes) -> BudgetView:
@@ -143,6 +170,7 @@ def _view(entry: RecordedRequest) -> RecordedRequestView:
         seq=entry.seq,
         time=datetime.fromtimestamp(entry.time_s, UTC).isoformat(timespec="milliseconds"),
         time_epoch_s=entry.time_s,
+        answered_epoch_s=entry.time_s + entry.delay_s,
         method=entry.method,
         path=entry.path,
         status=entry.status,

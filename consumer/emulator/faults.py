@@ -1,4 +1,5 @@
-"""Emulator: the misbehaviour a test asks for (latency, injected statuses, dropped connections).
+"""Emulator: the misbehaviour a test asks for (latency, injected statuses, dropped connections,
+refused targets and recipients, and a foreign answer such as a proxy's login page).
 
 Pure apart from a seedable RNG, so a test with a seed sees the same faults every run. Settings are
 a frozen value; the parts that are used up (a status sequence, a count of drops) are replaced by
@@ -17,6 +18,37 @@ CANVAS_PAUSED = (
 CANVAS_ARCHIVED = (
     "The Canvas is archived. Unarchive the Canvas to ensure trigger requests will take effect."
 )
+INVALID_CANVAS_ID = "Invalid Canvas ID"
+INVALID_CAMPAIGN_ID = "Invalid Campaign ID"  # braze-api.md §3
+MAX_OVERRIDE_BODY_BYTES = 64 * 1024
+DEFAULT_OVERRIDE_CONTENT_TYPE = "text/html; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerOverride:
+    """An answer given to every Braze request as is, before anything else is checked.
+
+    It stands for whatever may sit between a client and Braze (an HTTP proxy, a captive portal),
+    so it carries no `X-RateLimit-*` headers and spends no budget.
+    """
+
+    status: int
+    body: str = ""  # sent UTF-8 encoded, exactly as given
+    content_type: str = DEFAULT_OVERRIDE_CONTENT_TYPE
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.status <= 599:
+            raise ValueError("answer_override.status must be an HTTP status code (100-599)")
+        size = len(self.body.encode())  # a lone surrogate fails here too (a ValueError)
+        if size > MAX_OVERRIDE_BODY_BYTES:
+            raise ValueError(
+                f"answer_override.body has {size} bytes; the limit is {MAX_OVERRIDE_BODY_BYTES}"
+            )
+        # It becomes a header line: printable ASCII only, so no CR/LF can split the answer.
+        if not (self.content_type.isascii() and self.content_type.isprintable()):
+            raise ValueError("answer_override.content_type must be printable ASCII")
+        if not self.content_type.strip():
+            raise ValueError("answer_override.content_type must not be empty")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +62,9 @@ class FaultSettings:
     reject_external_user_ids: frozenset[str] = field(default_factory=frozenset)
     paused_canvas_ids: frozenset[str] = field(default_factory=frozenset)
     archived_canvas_ids: frozenset[str] = field(default_factory=frozenset)
+    # canvas_id / campaign_id values that are not API-triggered: a send refers to them with 400
+    invalid_target_ids: frozenset[str] = field(default_factory=frozenset)
+    answer_override: AnswerOverride | None = None  # answer every Braze request with this
 
     def __post_init__(self) -> None:
         low, high = self.latency_ms
@@ -82,6 +117,14 @@ class FaultPlan:
     def rejected(self, external_user_ids: list[str]) -> list[str]:
         """The ids in this request that the test configured to be refused."""
         return [uid for uid in external_user_ids if uid in self.settings.reject_external_user_ids]
+
+    def invalid_target(self, target_id: str, *, canvas: bool) -> tuple[str, str] | None:
+        """Braze's message and error for a Canvas or campaign that is not API-triggered."""
+        if target_id not in self.settings.invalid_target_ids:
+            return None
+        if canvas:
+            return INVALID_CANVAS_ID, f"canvas_id {target_id} is not an API-triggered Canvas"
+        return INVALID_CAMPAIGN_ID, f"campaign_id {target_id} is not an API-triggered campaign"
 
     def canvas_notice(self, canvas_id: str) -> str | None:
         """Braze's `notice` for a paused or archived Canvas (S2), which then sends nothing."""

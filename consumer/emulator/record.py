@@ -18,7 +18,7 @@ MAX_RECORD_BODY_CHARS = 64 * 1024 * 1024  # for the whole record (about 20k requ
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
     seq: int  # 1, 2, ... in arrival order; never reused, also across resets
-    time_s: float  # epoch seconds when the emulator decided the answer
+    time_s: float  # epoch seconds when the emulator decided the answer (written delay_s later)
     method: str
     path: str
     status: int | None  # None: the connection was dropped without an answer
@@ -30,6 +30,7 @@ class RecordedRequest:
     errors: tuple[str, ...] = ()
     dispatch_id: str | None = None
     notice: str | None = None
+    delay_s: float = 0.0  # the injected latency before the answer (or the drop); 0 when none
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import logging
 import socket
 import threading
@@ -136,10 +135,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _write(self, reply: Reply) -> None:
         assert reply.status is not None
-        data = json.dumps(reply.body, separators=(",", ":")).encode()
+        data = reply.content()
         self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Type", reply.content_type)
+        if _bodiless(reply.status):  # only an answer override gets here
+            data = b""
+            if reply.status < 200:  # the client waits for a final answer: closing says none comes
+                self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(data)))
         for name, value in reply.headers:
             self.send_header(name, value)
         if self.close_connection:
@@ -212,6 +216,11 @@ def start_emulator(
             "braze emulator listening on %s, beyond loopback; control API stays local", host
         )
     return RunningEmulator(_Server((host, port), state))
+
+
+def _bodiless(status: int) -> bool:
+    """Whether HTTP forbids a body (and Content-Length) with `status` (RFC 9110 §6.4.1)."""
+    return status < 200 or status in (204, 304)
 
 
 def is_loopback(host: str) -> bool:

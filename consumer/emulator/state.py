@@ -3,6 +3,10 @@
 The HTTP server hands each request to `EmulatorState.handle` and writes back the `Reply`; the
 control API changes the state through the other methods. One lock makes every request's decision
 and its record atomic; the server sleeps the reply's latency outside the lock.
+
+Order: an answer override (a proxy in front of Braze) answers everything; then a drop; then route,
+method, size, auth; then the budget and injected statuses; then the contract; then refused targets
+and recipients.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from http import HTTPStatus
 
 from consumer.braze.contract import MAX_BODY_BYTES, validate_request
 from consumer.emulator.budget import BudgetLimits, RateBudget, RateStatus
-from consumer.emulator.faults import FaultPlan, FaultSettings
+from consumer.emulator.faults import AnswerOverride, FaultPlan, FaultSettings
 from consumer.emulator.record import RecordedRequest, Recorder, Stats
 from consumer.intents import SEND_ENDPOINTS, Endpoint
 from consumer.json_types import JSONObject, JSONValue
 
 MAX_RECORDED_BODY_BYTES = 64 * 1024
+JSON_CONTENT_TYPE = "application/json"
 RATE_LIMITED = "Rate limit exceeded"
 _ENDPOINTS = {endpoint.value: endpoint for endpoint in Endpoint}
 _SCHEDULE_CREATES = frozenset({Endpoint.CAMPAIGN_SCHEDULE_CREATE, Endpoint.CANVAS_SCHEDULE_CREATE})
@@ -53,9 +58,22 @@ class InboundRequest:
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: int | None  # None: close the connection without answering
-    body: JSONObject
+    body: JSONObject  # sent as JSON, unless `raw_body` is given
     headers: tuple[tuple[str, str], ...] = ()
     delay_s: float = 0.0  # answer only after this long (injected latency)
+    raw_body: bytes | None = None  # sent as is instead of `body` (an answer override)
+    content_type: str = JSON_CONTENT_TYPE
+
+    @classmethod
+    def raw(cls, status: int, body: bytes, content_type: str) -> Reply:
+        """An answer that is not Braze's JSON (its `body` is empty, so it records no message)."""
+        return cls(status, {}, raw_body=body, content_type=content_type)
+
+    def content(self) -> bytes:
+        """The bytes of the answer's body."""
+        if self.raw_body is not None:
+            return self.raw_body
+        return json.dumps(self.body, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +107,8 @@ class EmulatorState:
         with self._lock:
             now_s = self._clock()
             delay_s = self._faults.delay_s()
-            if self._faults.take_drop():
-                outcome = _Outcome(Reply(status=None, body={}))
-            else:
-                outcome = self._answer(request, now_s)
-            self._remember(request, outcome, now_s)
+            outcome = self._decide(request, now_s)
+            self._remember(request, outcome, now_s, delay_s)
         return replace(outcome.reply, delay_s=delay_s)
 
     def set_api_keys(self, api_keys: Iterable[str]) -> None:
@@ -142,6 +157,15 @@ class EmulatorState:
             self._faults = FaultPlan(seed=self._seed)
             self._budget.reset()
 
+    def _decide(self, request: InboundRequest, now_s: float) -> _Outcome:
+        override = self._faults.settings.answer_override
+        if override is not None:
+            # Whatever stands in front of Braze answers first: no auth, no budget, no drop.
+            return _overridden(override)
+        if self._faults.take_drop():
+            return _Outcome(Reply(status=None, body={}))
+        return self._answer(request, now_s)
+
     def _answer(self, request: InboundRequest, now_s: float) -> _Outcome:
         checked = self._refuse(request, now_s)
         if isinstance(checked, _Outcome):
@@ -154,7 +178,7 @@ class EmulatorState:
             return _failure(429, RATE_LIMITED, headers)
         injected = self._faults.take_status()
         if injected is not None:
-            message = RATE_LIMITED if injected == 429 else HTTPStatus(injected).phrase
+            message = RATE_LIMITED if injected == 429 else _phrase(injected)
             return _failure(injected, message, headers)
         return self._process(checked, request.body, now_s, headers)
 
@@ -198,11 +222,26 @@ class EmulatorState:
         problems = validate_request(endpoint, body, now=datetime.fromtimestamp(now_s, UTC))
         if problems:
             return _failure(400, problems[0], headers, problems, recipients)
+        refused = self._refused_by_faults(endpoint, body)
+        if refused is not None:
+            message, errors = refused
+            return _failure(400, message, headers, errors, recipients)
+        return self._success(endpoint, body, headers, recipients)
+
+    def _refused_by_faults(
+        self, endpoint: Endpoint, body: JSONObject
+    ) -> tuple[str, list[str]] | None:
+        """The message and errors for a valid request the test configured to be refused."""
+        target = _text_or_none(body.get(endpoint.target_field))
+        if endpoint in SEND_ENDPOINTS and target is not None:
+            # The whole request is wrong, so the answer names no recipient.
+            invalid = self._faults.invalid_target(target, canvas=endpoint.is_canvas)
+            if invalid is not None:
+                return invalid[0], [invalid[1]]
         rejected = self._faults.rejected(_external_user_ids(body))
         if rejected:
-            errors = [f"external_user_id {uid} was rejected" for uid in rejected]
-            return _failure(400, "Invalid recipient", headers, errors, recipients)
-        return self._success(endpoint, body, headers, recipients)
+            return "Invalid recipient", [f"external_user_id {uid} was rejected" for uid in rejected]
+        return None
 
     def _success(
         self,
@@ -228,7 +267,9 @@ class EmulatorState:
         sent = endpoint in SEND_ENDPOINTS and notice is None
         return _Outcome(Reply(status, answer, headers), recipients, sent)
 
-    def _remember(self, request: InboundRequest, outcome: _Outcome, now_s: float) -> None:
+    def _remember(
+        self, request: InboundRequest, outcome: _Outcome, now_s: float, delay_s: float
+    ) -> None:
         kept = request.body[:MAX_RECORDED_BODY_BYTES]
         answer = outcome.reply.body
         errors = answer.get("errors")
@@ -248,6 +289,7 @@ class EmulatorState:
             errors=tuple(str(e) for e in errors) if isinstance(errors, list) else (),
             dispatch_id=_text_or_none(answer.get("dispatch_id")),
             notice=_text_or_none(answer.get("notice")),
+            delay_s=delay_s,
         )
         self._recorder.add(entry, sent=outcome.sent)
 
@@ -261,6 +303,18 @@ def _failure(
 ) -> _Outcome:
     body: JSONObject = {"message": message, "errors": list[JSONValue](errors or [])}
     return _Outcome(Reply(status, body, headers), recipients)
+
+
+def _overridden(override: AnswerOverride) -> _Outcome:
+    return _Outcome(Reply.raw(override.status, override.body.encode(), override.content_type))
+
+
+def _phrase(status: int) -> str:
+    """The reason phrase of `status`; a code the stdlib does not name (e.g. 599) gets one too."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error" if status >= 400 else "Unknown Status"
 
 
 def _checked_keys(api_keys: Iterable[str]) -> tuple[bytes, ...]:

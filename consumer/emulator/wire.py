@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from consumer.emulator.budget import BRAZE_REQUESTS_PER_HOUR
+from consumer.emulator.faults import DEFAULT_OVERRIDE_CONTENT_TYPE
 
 
 class _Input(BaseModel):
@@ -16,8 +17,25 @@ class _View(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+class AnswerOverrideSettings(_Input):
+    """The answer every Braze request gets while it is set (a proxy or captive portal)."""
+
+    status: int  # 100-599 (checked by the emulator, which answers 400 otherwise)
+    body: str = ""  # raw text, sent UTF-8 encoded; at most 64 KiB
+    content_type: str = DEFAULT_OVERRIDE_CONTENT_TYPE
+
+
+class AnswerOverrideView(_View):
+    status: int
+    body: str
+    content_type: str
+
+
 class FaultsUpdate(_Input):
-    """POST /_emulator/faults: only the fields given change; `seed` restarts the fault RNG."""
+    """POST /_emulator/faults: only the fields given change; `seed` restarts the fault RNG.
+
+    `answer_override` is the exception to "null changes nothing": given as null, it turns off.
+    """
 
     latency_ms: int | tuple[int, int] | None = None  # fixed, or a [low, high] range
     status_sequence: list[int] | None = None
@@ -28,6 +46,8 @@ class FaultsUpdate(_Input):
     reject_external_user_ids: list[str] | None = None
     paused_canvas_ids: list[str] | None = None
     archived_canvas_ids: list[str] | None = None
+    invalid_target_ids: list[str] | None = None  # canvas_id / campaign_id values answered 400
+    answer_override: AnswerOverrideSettings | None = None
     seed: int | None = None
 
 
@@ -43,6 +63,8 @@ class FaultsView(_View):
     reject_external_user_ids: list[str]
     paused_canvas_ids: list[str]
     archived_canvas_ids: list[str]
+    invalid_target_ids: list[str]
+    answer_override: AnswerOverrideView | None
 
 
 class BudgetSettings(_Input):
@@ -71,7 +93,8 @@ class ApiKeys(_Input):
 class RecordedRequestView(_View):
     seq: int
     time: str  # ISO 8601 UTC
-    time_epoch_s: float
+    time_epoch_s: float  # when the answer was decided
+    answered_epoch_s: float  # about when it was written (or dropped): time_epoch_s + latency
     method: str
     path: str
     status: int | None  # null: the connection was dropped on purpose

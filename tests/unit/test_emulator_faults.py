@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from consumer.emulator.faults import CANVAS_ARCHIVED, CANVAS_PAUSED, FaultPlan, FaultSettings
+from consumer.emulator.faults import (
+    CANVAS_ARCHIVED,
+    CANVAS_PAUSED,
+    MAX_OVERRIDE_BODY_BYTES,
+    AnswerOverride,
+    FaultPlan,
+    FaultSettings,
+)
 from consumer.emulator.record import RecordedRequest, Recorder
 
 
@@ -89,6 +96,50 @@ def test_rejected_ids_and_canvas_notices() -> None:
         CANVAS_ARCHIVED,
         None,
     ]
+
+
+@pytest.mark.parametrize(
+    ("target_id", "canvas", "expected"),
+    [
+        pytest.param(
+            "cv-x",
+            True,
+            ("Invalid Canvas ID", "canvas_id cv-x is not an API-triggered Canvas"),
+            id="canvas",
+        ),
+        pytest.param(
+            "cv-x",
+            False,
+            ("Invalid Campaign ID", "campaign_id cv-x is not an API-triggered campaign"),
+            id="campaign",
+        ),
+        pytest.param("cv-ok", True, None, id="other id"),
+    ],
+)
+def test_invalid_target(target_id: str, canvas: bool, expected: tuple[str, str] | None) -> None:
+    plan = FaultPlan(FaultSettings(invalid_target_ids=frozenset({"cv-x"})))
+    assert plan.invalid_target(target_id, canvas=canvas) == expected
+
+
+def test_answer_override_defaults_to_html() -> None:
+    override = AnswerOverride(302, "x" * MAX_OVERRIDE_BODY_BYTES)
+    assert override.content_type == "text/html; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        pytest.param({"status": 99}, "100-599", id="status below 100"),
+        pytest.param({"status": 600}, "100-599", id="status above 599"),
+        pytest.param({"body": "x" * (MAX_OVERRIDE_BODY_BYTES + 1)}, "limit", id="body too long"),
+        pytest.param({"body": "é" * (MAX_OVERRIDE_BODY_BYTES // 2 + 1)}, "limit", id="bytes count"),
+        pytest.param({"content_type": "text/html\r\nX-Evil: 1"}, "ASCII", id="header injection"),
+        pytest.param({"content_type": " "}, "empty", id="blank content type"),
+    ],
+)
+def test_answer_override_refuses_nonsense(changes: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        replace(AnswerOverride(200, "<html></html>"), **changes)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from consumer.braze.contract import MAX_BODY_BYTES
 from consumer.emulator import EmulatorControl, EmulatorControlError, RunningEmulator, start_emulator
 from consumer.emulator.faults import CANVAS_ARCHIVED
 from consumer.emulator.server import is_loopback
+from consumer.emulator.wire import AnswerOverrideSettings
 
 KEY = "test-key-7f3a"
 SEND = {"canvas_id": "cv-1", "recipients": [{"external_user_id": "u-1"}]}
@@ -204,6 +205,28 @@ def test_record_cursor_stats_and_reset(client: httpx.Client, control: EmulatorCo
         pytest.param(
             lambda c: c._send("POST", "faults", json={"nope": 1}), 400, id="unknown field"
         ),
+        pytest.param(
+            lambda c: c.set_faults(answer_override=AnswerOverrideSettings(status=600)),
+            400,
+            id="override status above 599",
+        ),
+        pytest.param(
+            lambda c: c._send("POST", "faults", json={"answer_override": {"status": 99}}),
+            400,
+            id="override status below 100",
+        ),
+        pytest.param(
+            lambda c: c.set_faults(
+                answer_override=AnswerOverrideSettings(status=200, body="x" * (64 * 1024 + 1))
+            ),
+            400,
+            id="override body too long",
+        ),
+        pytest.param(
+            lambda c: c._send("POST", "faults", json={"answer_override": {"body": "no status"}}),
+            400,
+            id="override without status",
+        ),
         pytest.param(lambda c: c._send("GET", "nothing"), 404, id="unknown route"),
         pytest.param(lambda c: c._send("POST", "stats"), 405, id="wrong method"),
     ],
@@ -212,6 +235,7 @@ def test_control_api_refuses_bad_calls(control: EmulatorControl, call: object, s
     with pytest.raises(EmulatorControlError) as raised:
         call(control)  # type: ignore[operator]
     assert raised.value.status == status
+    assert control.faults().answer_override is None  # a refused change changes nothing
 
 
 def test_api_keys_are_replaced_at_run_time(client: httpx.Client, control: EmulatorControl) -> None:
@@ -259,3 +283,112 @@ def test_ten_keep_alive_clients_at_once(
 )
 def test_control_api_client_check(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+LOGIN_PAGE = "<html><body><form>Log in to the guest Wi-Fi</form></body></html>"
+
+
+@pytest.mark.parametrize(
+    ("override", "content_type", "content"),
+    [
+        pytest.param(
+            AnswerOverrideSettings(status=200, body=LOGIN_PAGE),
+            "text/html; charset=utf-8",
+            LOGIN_PAGE.encode(),
+            id="200 login page",
+        ),
+        pytest.param(
+            AnswerOverrideSettings(status=302, body="<p>moved</p>"),
+            "text/html; charset=utf-8",
+            b"<p>moved</p>",
+            id="302 without Location",
+        ),
+        pytest.param(
+            AnswerOverrideSettings(status=502, body="Bad gateway: ü", content_type="text/plain"),
+            "text/plain",
+            "Bad gateway: ü".encode(),
+            id="502 text",
+        ),
+        pytest.param(
+            AnswerOverrideSettings(status=204, body="ignored"),
+            "text/html; charset=utf-8",
+            b"",
+            id="204 has no body",
+        ),
+    ],
+)
+def test_answer_override_over_http(
+    client: httpx.Client,
+    control: EmulatorControl,
+    override: AnswerOverrideSettings,
+    content_type: str,
+    content: bytes,
+) -> None:
+    faults = control.set_faults(answer_override=override)
+    assert faults.answer_override is not None
+    assert faults.answer_override.model_dump() == override.model_dump()
+    response = client.post("/canvas/trigger/send", json=SEND)
+    assert response.status_code == override.status
+    assert (response.headers["content-type"], response.content) == (content_type, content)
+    assert not any(name in response.headers for name in RATE_HEADERS)
+    assert "location" not in response.headers
+    assert control.budget().remaining == 250_000  # not counted
+    assert [(r.status, r.message, r.recipients) for r in control.requests()] == [
+        (override.status, None, 1)
+    ]
+    control.clear_faults()
+    assert client.post("/canvas/trigger/send", json=SEND).status_code == 201  # same connection
+
+
+@pytest.mark.parametrize(
+    "turn_off",
+    [
+        pytest.param(lambda c: c.clear_faults(), id="clear_faults"),
+        pytest.param(lambda c: c.set_faults(answer_override=False), id="set_faults False"),
+        pytest.param(
+            lambda c: c._send("POST", "faults", json={"answer_override": None}), id="null"
+        ),
+    ],
+)
+def test_answer_override_turns_off(
+    client: httpx.Client, control: EmulatorControl, turn_off: object
+) -> None:
+    control.set_faults(answer_override=AnswerOverrideSettings(status=200, body=LOGIN_PAGE))
+    control.set_faults(drop_next=0)  # other changes leave it in force
+    assert client.post("/canvas/trigger/send", json=SEND).text == LOGIN_PAGE
+    turn_off(control)  # type: ignore[operator]
+    assert control.faults().answer_override is None
+    response = client.post("/canvas/trigger/send", json=SEND)
+    assert (response.status_code, response.headers["content-type"]) == (201, "application/json")
+
+
+def test_invalid_target_over_http(client: httpx.Client, control: EmulatorControl) -> None:
+    faults = control.set_faults(invalid_target_ids=["cmp-old", "cv-1"])
+    assert faults.invalid_target_ids == ["cmp-old", "cv-1"]
+    response = client.post("/canvas/trigger/send", json=SEND)
+    assert (response.status_code, response.json()) == (
+        400,
+        {
+            "message": "Invalid Canvas ID",
+            "errors": ["canvas_id cv-1 is not an API-triggered Canvas"],
+        },
+    )
+    campaign = {"campaign_id": "cmp-old", "broadcast": True}
+    assert client.post("/campaigns/trigger/send", json=campaign).json()["message"] == (
+        "Invalid Campaign ID"
+    )
+    campaign["campaign_id"] = "new"  # other ids are unaffected
+    assert client.post("/campaigns/trigger/send", json=campaign).status_code == 201
+    assert control.clear_faults().invalid_target_ids == []
+
+
+def test_record_says_when_each_request_was_answered(
+    client: httpx.Client, control: EmulatorControl
+) -> None:
+    control.set_faults(latency_ms=50)
+    client.post("/canvas/trigger/send", json=SEND)
+    control.set_faults(latency_ms=0)
+    client.post("/canvas/trigger/send", json=SEND)
+    slow, fast = control.requests()
+    assert slow.answered_epoch_s == pytest.approx(slow.time_epoch_s + 0.05)
+    assert fast.answered_epoch_s == fast.time_epoch_s

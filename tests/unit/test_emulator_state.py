@@ -9,9 +9,10 @@ import pytest
 
 from consumer.braze.contract import MAX_BODY_BYTES
 from consumer.emulator.budget import BudgetLimits
-from consumer.emulator.faults import CANVAS_PAUSED, FaultSettings
-from consumer.emulator.state import EmulatorState, InboundRequest
+from consumer.emulator.faults import CANVAS_PAUSED, AnswerOverride, FaultSettings
+from consumer.emulator.state import EmulatorState, InboundRequest, Reply
 from consumer.intents import Endpoint
+from consumer.json_types import JSONObject, JSONValue
 
 KEY = "secret-key-1"
 NOW_S = 1_900_000_000.5
@@ -240,3 +241,164 @@ def test_api_keys_can_be_replaced_but_not_emptied() -> None:
     assert state.handle(post("/canvas/trigger/send", auth="Bearer new")).status == 201
     with pytest.raises(ValueError, match="at least one"):
         state.set_api_keys([""])
+
+
+def recipients(*ids: str) -> list[JSONValue]:
+    return [{"external_user_id": uid} for uid in ids]
+
+
+SCHEDULE = {"time": "2031-01-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "extra", "message", "error"),
+    [
+        pytest.param(
+            Endpoint.CANVAS_SEND,
+            {},
+            "Invalid Canvas ID",
+            "canvas_id bad-id is not an API-triggered Canvas",
+            id="canvas send",
+        ),
+        pytest.param(
+            Endpoint.CAMPAIGN_SEND,
+            {},
+            "Invalid Campaign ID",
+            "campaign_id bad-id is not an API-triggered campaign",
+            id="campaign send",
+        ),
+        pytest.param(
+            Endpoint.CANVAS_SCHEDULE_CREATE,
+            {"schedule": SCHEDULE},
+            "Invalid Canvas ID",
+            "canvas_id bad-id is not an API-triggered Canvas",
+            id="canvas schedule create",
+        ),
+        pytest.param(
+            Endpoint.CAMPAIGN_SCHEDULE_CREATE,
+            {"schedule": SCHEDULE},
+            "Invalid Campaign ID",
+            "campaign_id bad-id is not an API-triggered campaign",
+            id="campaign schedule create",
+        ),
+    ],
+)
+def test_invalid_target_fails_the_whole_request_whatever_the_recipients(
+    endpoint: Endpoint, extra: JSONObject, message: str, error: str
+) -> None:
+    state = new_state()
+    # A rejected recipient too: the invalid target is checked first and names no recipient.
+    state.set_faults(
+        FaultSettings(
+            invalid_target_ids=frozenset({"bad-id"}), reject_external_user_ids=frozenset({"u-2"})
+        )
+    )
+
+    def send(target: str, ids: list[JSONValue]) -> Reply:
+        body: JSONObject = {endpoint.target_field: target, "recipients": ids, **extra}
+        return state.handle(post(endpoint.value, body))
+
+    first = send("bad-id", recipients("u-1", "u-2", "u-3"))
+    second = send("bad-id", recipients("u-9"))
+    assert first.status == second.status == 400
+    assert first.body == second.body == {"message": message, "errors": [error]}
+    assert send("good-id", recipients("u-1")).status == 201  # other ids are unaffected
+    recorded = state.requests_since(0)
+    assert [(r.status, r.message, r.recipients) for r in recorded] == [
+        (400, message, 3),
+        (400, message, 1),
+        (201, "success", 1),
+    ]
+    assert state.stats().recipients_sent == 1
+
+
+@pytest.mark.parametrize(
+    ("request_", "status"),
+    [
+        pytest.param(post("/canvas/trigger/send", auth=None), 401, id="auth first"),
+        pytest.param(
+            post("/canvas/trigger/send", {"canvas_id": "bad-id"}), 400, id="contract first"
+        ),
+        pytest.param(
+            post("/canvas/trigger/schedule/delete", {"canvas_id": "bad-id", "schedule_id": "s"}),
+            200,
+            id="not for schedule delete",
+        ),
+    ],
+)
+def test_invalid_target_comes_after_auth_and_contract(
+    request_: InboundRequest, status: int
+) -> None:
+    state = new_state()
+    state.set_faults(FaultSettings(invalid_target_ids=frozenset({"bad-id"})))
+    reply = state.handle(request_)
+    assert reply.status == status
+    assert "Invalid Canvas ID" not in str(reply.body)
+
+
+def test_invalid_target_comes_after_the_budget() -> None:
+    state = new_state(per_hour=1)
+    state.set_faults(FaultSettings(invalid_target_ids=frozenset({"bad-id"})))
+    bad = {"canvas_id": "bad-id", "recipients": recipients("u-1")}
+    assert [state.handle(post("/canvas/trigger/send", bad)).status for _ in range(2)] == [400, 429]
+
+
+HTML = "<html><body>Please log in</body></html>"
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(post("/canvas/trigger/send"), id="valid send"),
+        pytest.param(post("/canvas/trigger/send", auth=None), id="no auth"),
+        pytest.param(post("/canvas/trigger/send", {"canvas_id": "c"}), id="invalid body"),
+        pytest.param(post("/nowhere"), id="unknown path"),
+        pytest.param(replace(post("/canvas/trigger/send"), method="GET"), id="GET"),
+    ],
+)
+def test_answer_override_answers_everything_first(request_: InboundRequest) -> None:
+    state = new_state(per_hour=5)
+    state.set_faults(
+        FaultSettings(
+            answer_override=AnswerOverride(200, HTML), drop_next=1, status_sequence=(503,)
+        )
+    )
+    reply = state.handle(request_)
+    assert (reply.status, reply.content(), reply.content_type) == (
+        200,
+        HTML.encode(),
+        "text/html; charset=utf-8",
+    )
+    assert reply.headers == ()  # no X-RateLimit-* from a proxy
+    assert state.budget()[1].remaining == 5  # the budget is untouched
+    assert (state.faults().drop_next, state.faults().status_sequence) == (1, (503,))
+    recorded = state.requests_since(0)[0]
+    assert (recorded.path, recorded.status, recorded.message) == (request_.path, 200, None)
+    assert state.stats().accepted_requests == 1
+    assert state.stats().recipients_sent == 0
+
+
+def test_answer_override_then_back_to_braze() -> None:
+    state = new_state()
+    state.set_faults(FaultSettings(answer_override=AnswerOverride(302, "moved", "text/plain")))
+    assert state.handle(post("/canvas/trigger/send")).status == 302
+    state.update_faults(lambda current: replace(current, answer_override=None))
+    reply = state.handle(post("/canvas/trigger/send"))
+    assert (reply.status, reply.content_type, reply.raw_body) == (201, "application/json", None)
+    assert json.loads(reply.content()) == reply.body
+
+
+def test_record_keeps_the_injected_latency() -> None:
+    state = new_state()
+    state.set_faults(FaultSettings(latency_ms=(250, 250)))
+    state.handle(post("/canvas/trigger/send"))
+    state.set_faults(FaultSettings())
+    state.handle(post("/canvas/trigger/send"))
+    assert [r.delay_s for r in state.requests_since(0)] == [0.25, 0.0]
+
+
+def test_injected_status_without_a_stdlib_phrase() -> None:
+    state = new_state()
+    state.set_faults(FaultSettings(status_sequence=(599,)))
+    reply = state.handle(post("/canvas/trigger/send"))
+    assert (reply.status, reply.body["message"]) == (599, "Error")
