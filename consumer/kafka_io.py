@@ -1,13 +1,13 @@
 """The only module that talks to confluent-kafka: the group consumer and the dead-letter producer.
 
 Everything crossing this boundary is a plain type (`RawMessage`, `(topic, partition)` tuples,
-`DeadLetter`), so the pipeline is tested against a real broker without knowing librdkafka.
+`Commit`, `DeadLetter`), so the pipeline is tested against a real broker without knowing librdkafka.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from consumer.deadletter import DeadLetter
 from consumer.events import KafkaMeta, RawMessage
+from consumer.offsets import Commit
 from consumer.offsets import TopicPartition as PartitionKey
 from consumer.settings import ClientValue
 
@@ -76,20 +77,51 @@ class KafkaSource:
         if tps:
             self._consumer.resume([TopicPartition(t, p) for t, p in tps])
 
-    def commit(self, offsets: dict[PartitionKey, int], *, asynchronous: bool) -> bool:
-        """Commit `offsets` (next offset to read). Returns False when the broker refused."""
-        if not offsets:
+    def commit(self, commits: Mapping[PartitionKey, Commit], *, asynchronous: bool) -> bool:
+        """Commit each partition's next offset to read, with its metadata (settled ranges beyond
+        it, `consumer.progress`). Returns False when the broker refused."""
+        if not commits:
             return True
-        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        parts = [
+            TopicPartition(t, p, c.offset, metadata=c.metadata) for (t, p), c in commits.items()
+        ]
         try:
             if asynchronous:
                 self._consumer.commit(offsets=parts, asynchronous=True)
             else:
                 self._consumer.commit(offsets=parts, asynchronous=False)
         except KafkaException as exc:
-            log.warning("offset commit failed: %s", exc.args[0].str() if exc.args else exc)
+            log.warning("offset commit failed: %s", _message(exc))
             return False
         return True
+
+    def committed(
+        self, tps: Sequence[PartitionKey], timeout_s: float
+    ) -> dict[PartitionKey, Commit]:
+        """The group's committed offset and metadata per partition; those without one left out.
+
+        Works inside the on_assign callback (tested against a real broker). A failure is logged
+        and yields {}: the caller then re-processes from the committed position, merely slower.
+        """
+        if not tps:
+            return {}
+        wanted = [TopicPartition(t, p) for t, p in tps]
+        try:
+            found = self._consumer.committed(wanted, timeout=timeout_s)
+        except KafkaException as exc:
+            log.warning("reading committed offsets failed: %s", _message(exc))
+            return {}
+        out: dict[PartitionKey, Commit] = {}
+        for part in found:
+            if part.error is not None:
+                log.warning(
+                    "committed offset of %s[%d]: %s", part.topic, part.partition, part.error
+                )
+            elif part.offset >= 0:  # OFFSET_INVALID: nothing committed yet
+                out[(part.topic, part.partition)] = Commit(
+                    offset=part.offset, metadata=part.metadata or ""
+                )
+        return out
 
     def lag(self, tps: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
         """High watermark minus position, from the client's cached watermarks (no broker call)."""
@@ -146,6 +178,11 @@ class DeadLetterProducer:
     def flush(self, timeout_s: float) -> int:
         """Messages still unacknowledged after `timeout_s`."""
         return int(self._producer.flush(timeout_s))
+
+
+def _message(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    return error.str() if isinstance(error, KafkaError) else str(exc)
 
 
 def _tps(parts: list[TopicPartition]) -> list[PartitionKey]:

@@ -2,16 +2,29 @@
 
 Pure: no Kafka client, no clock, no threads. An offset is committable only when it and every earlier
 tracked offset of its partition are settled (sent, skipped, or dead-lettered and acknowledged), so a
-crash never commits past an event whose side effect is not confirmed.
+crash never commits past an event whose side effect is not confirmed. Each commit also carries, in
+its metadata (`consumer.progress`), the offsets beyond it that settled out of order, plus those an
+earlier owner reported settled that were not read again yet, so the next owner skips them.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from consumer.progress import SettledRanges, contains, encode
+
 TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Commit:
+    """One partition's offset commit: where the group resumes, and what is settled beyond it."""
+
+    offset: int  # the next offset to read
+    metadata: str  # `progress.encode(offset, settled ranges above it)`; "" when there are none
 
 
 @dataclass(slots=True, eq=False)
@@ -27,26 +40,49 @@ class _Message:
     tail_offset: int  # highest offset tracked before the next message with pending intents
 
 
+# What a commit says: the offset, and the settled ranges above it.
+_State = tuple[int, SettledRanges]
+
+
 @dataclass(slots=True)
 class _Partition:
+    first_offset: int  # first offset tracked in this assignment
     last_offset: int  # highest offset tracked: offsets must increase
+    position: int  # next offset to commit: first_offset until some prefix is settled
     waiting: deque[_Message] = field(default_factory=deque)  # front always has pending > 0
     by_offset: dict[int, _Message] = field(default_factory=dict)
-    position: int | None = None  # next offset to commit; None until some prefix is settled
     unsettled: int = 0
+    reported: _State = (0, ())  # the last commit returned, or the state found on the first track
 
 
 class OffsetTracker:
-    """Per partition, the committable position: last offset of the fully-settled prefix + 1.
+    """Per partition, the committable position (last offset of the fully-settled prefix + 1) and
+    the settled ranges beyond it.
 
-    Memory is O(messages with intents in flight); every operation is O(1) amortised except
-    `forget` (O(forgotten messages)).
+    Memory is O(messages with intents in flight + inherited ranges); `track` and `settle` are O(1)
+    amortised, `take_commits` O(waiting messages + inherited ranges) per partition that changed,
+    `forget` O(forgotten messages).
     """
 
     def __init__(self) -> None:
         self._parts: dict[TopicPartition, _Partition] = {}
-        self._advanced: dict[TopicPartition, int] = {}  # positions moved since take_commits()
+        self._inherited: dict[TopicPartition, SettledRanges] = {}
+        self._changed: dict[TopicPartition, None] = {}  # ordered set: touched since take_commits()
         self._unsettled_total = 0
+
+    def assign(self, tp: TopicPartition, inherited: SettledRanges = ()) -> None:
+        """Starts a new assignment of `tp`, dropping any state of an earlier one.
+
+        `inherited`: ranges decoded from the committed metadata, settled by an earlier owner. They
+        stay in every commit until their offsets are read (and tracked) again.
+        """
+        self.forget([tp])
+        if inherited:
+            self._inherited[tp] = inherited
+
+    def already_settled(self, tp: TopicPartition, offset: int) -> bool:
+        """Whether an earlier owner settled `offset`: track it with pending=0, do not process it."""
+        return contains(self._inherited.get(tp, ()), offset)
 
     def track(self, tp: TopicPartition, offset: int, pending: int) -> None:
         """Records a consumed message with `pending` unsettled intents (0: already settled).
@@ -58,15 +94,16 @@ class OffsetTracker:
             raise ValueError(f"pending must be >= 0: {pending}")
         part = self._parts.get(tp)
         if part is None:
-            part = self._parts[tp] = _Partition(last_offset=offset)
+            part = self._start(tp, offset)
         elif offset <= part.last_offset:
             raise ValueError(f"{tp}: offset {offset} not after {part.last_offset}")
         part.last_offset = offset
+        self._changed[tp] = None
         if pending == 0:
             if part.waiting:
                 part.waiting[-1].tail_offset = offset
             else:
-                self._advance(tp, part, offset + 1)
+                part.position = offset + 1
             return
         message = _Message(offset=offset, pending=pending, tail_offset=offset)
         part.waiting.append(message)
@@ -95,23 +132,53 @@ class OffsetTracker:
             return
         part.unsettled -= 1
         self._unsettled_total -= 1
-        self._release_prefix(tp, part)
+        self._changed[tp] = None
+        _release_prefix(part)
 
-    def take_commits(self) -> dict[TopicPartition, int]:
-        """For each partition whose position advanced since the last call: the offset to commit."""
-        commits, self._advanced = self._advanced, {}
+    def take_commits(self) -> dict[TopicPartition, Commit]:
+        """For each partition whose position or settled-beyond set changed since the last call:
+        what to commit."""
+        commits: dict[TopicPartition, Commit] = {}
+        for tp in self._changed:
+            part = self._parts[tp]
+            state = self._state(tp, part)
+            if state != part.reported:
+                part.reported = state
+                offset, ranges = state
+                commits[tp] = Commit(offset=offset, metadata=encode(offset, ranges))
+        self._changed.clear()
         return commits
 
-    def committable(self, tp: TopicPartition) -> int | None:
-        """The current position (next offset to commit), without consuming the change."""
+    def settled_beyond(self, tp: TopicPartition) -> SettledRanges:
+        """Settled offsets at or above the position: tracked ones that settled out of order, and
+        the inherited ranges above the last tracked offset (all of them before the first track).
+
+        Untracked offsets between two tracked settled ones (compacted away: they do not exist)
+        are folded into one range, so a compacted topic does not fragment the metadata.
+        """
+        inherited = self._inherited.get(tp, ())
         part = self._parts.get(tp)
-        return None if part is None else part.position
+        if part is None:
+            return inherited
+        ranges = _tracked_ranges(part.waiting)
+        # Offsets from last_offset + 1 on were not read again in this assignment.
+        _add_unread(ranges, inherited, part.last_offset + 1)
+        return tuple(ranges)
+
+    def committable(self, tp: TopicPartition) -> int | None:
+        """The current position (next offset to commit), without consuming the change; None until
+        some prefix of the partition is settled."""
+        part = self._parts.get(tp)
+        if part is None or part.position == part.first_offset:
+            return None
+        return part.position
 
     def forget(self, tps: Iterable[TopicPartition]) -> None:
         """Drops partitions (on revoke, after their final commit); later settles are no-ops."""
         for tp in tps:
             part = self._parts.pop(tp, None)
-            self._advanced.pop(tp, None)
+            self._inherited.pop(tp, None)
+            self._changed.pop(tp, None)
             if part is not None:
                 self._unsettled_total -= part.unsettled
 
@@ -129,16 +196,61 @@ class OffsetTracker:
             return None
         return part.waiting[0].offset
 
-    def _release_prefix(self, tp: TopicPartition, part: _Partition) -> None:
-        """Drops the settled messages at the front; the position follows the last one's tail."""
-        tail_offset: int | None = None
-        while part.waiting and part.waiting[0].pending == 0:
-            message = part.waiting.popleft()
-            del part.by_offset[message.offset]
-            tail_offset = message.tail_offset
-        if tail_offset is not None:
-            self._advance(tp, part, tail_offset + 1)
+    def _start(self, tp: TopicPartition, offset: int) -> _Partition:
+        """The partition as first read at `offset`: nothing tracked yet, positioned there.
 
-    def _advance(self, tp: TopicPartition, part: _Partition, position: int) -> None:
-        part.position = position
-        self._advanced[tp] = position
+        Its state then is what the group has committed (or nothing at all was, and nothing is lost
+        by waiting for progress), so it is not worth a commit of its own.
+        """
+        part = _Partition(first_offset=offset, last_offset=offset - 1, position=offset)
+        part.reported = self._state(tp, part)
+        self._parts[tp] = part
+        return part
+
+    def _state(self, tp: TopicPartition, part: _Partition) -> _State:
+        """What to commit now. An inherited range starting right at the position (everything read
+        is released) is folded into it: the offset must lie below every range of its metadata."""
+        ranges = self.settled_beyond(tp)
+        if ranges and ranges[0][0] == part.position:
+            return ranges[0][1], ranges[1:]
+        return part.position, ranges
+
+
+def _release_prefix(part: _Partition) -> None:
+    """Drops the settled messages at the front; the position follows the last one's tail."""
+    while part.waiting and part.waiting[0].pending == 0:
+        message = part.waiting.popleft()
+        del part.by_offset[message.offset]
+        part.position = message.tail_offset + 1
+
+
+def _tracked_ranges(waiting: Iterable[_Message]) -> list[tuple[int, int]]:
+    """Settled tracked offsets behind the first unsettled one, as merged half-open ranges."""
+    ranges: list[tuple[int, int]] = []
+    touching = False  # the last range ends at the previous message's tail: only gaps follow it
+    for message in waiting:
+        settled = message.pending == 0
+        start = message.offset if settled else message.offset + 1
+        end = message.tail_offset + 1
+        if start >= end:  # unsettled, and nothing tracked behind it yet
+            touching = False
+        elif touching and settled:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((start, end))
+            touching = True
+    return ranges
+
+
+def _add_unread(ranges: list[tuple[int, int]], inherited: SettledRanges, floor: int) -> None:
+    """Appends the parts of `inherited` at or above `floor` (nothing in `ranges` reaches past it).
+
+    Only a range starting exactly where the last one ends is merged: the offsets between the last
+    tracked one and the next inherited range were not read yet, so they may well exist.
+    """
+    for start, end in inherited[bisect_right(inherited, floor, key=lambda r: r[1]) :]:
+        clipped = max(start, floor)
+        if ranges and ranges[-1][1] == clipped:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((clipped, end))

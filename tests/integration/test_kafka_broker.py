@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from dataclasses import dataclass, field
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from consumer.events import RawMessage
+from consumer.kafka_io import KafkaSource, RebalanceHandlers
+from consumer.offsets import Commit
+from consumer.offsets import TopicPartition as PartitionKey
+from consumer.progress import decode, encode
 from tests.integration.conftest import KafkaBroker
 from tests.integration.kafka_helpers import (
     committed_offsets,
@@ -112,6 +118,78 @@ def test_keys_and_headers_arrive_unchanged(kafka_bootstrap: str) -> None:
     assert [(d.partition, d.offset) for d in delivered] == [(0, 0), (0, 1)]
     assert [(m.meta.key, m.value) for m in got] == [(b"k1", b"v1"), (None, b"v2")]
     assert all(m.meta.headers == tuple(headers) for m in got)
+
+
+@dataclass
+class _Member:
+    """A KafkaSource in `group` that reads the group's commits inside its on_assign callback."""
+
+    bootstrap: str
+    group: str
+    assigned: list[PartitionKey] = field(default_factory=list)
+    seen_on_assign: dict[PartitionKey, Commit] = field(default_factory=dict)
+    source: KafkaSource = field(init=False)
+
+    def __post_init__(self) -> None:
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap,
+            "group.id": self.group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+        handlers = RebalanceHandlers(self._on_assign, lambda _tps: None, lambda _tps: None)
+        self.source = KafkaSource(config, handlers)
+
+    def _on_assign(self, tps: list[PartitionKey]) -> None:
+        self.seen_on_assign = self.source.committed(tps, timeout_s=10.0)
+        self.assigned.extend(tps)
+
+    def read(self, topic: str, count: int) -> list[RawMessage]:
+        """Join, then take `count` messages (or whatever came within 30 s)."""
+        self.source.subscribe([topic])
+        received: list[RawMessage] = []
+        deadline = time.monotonic() + 30.0
+        while len(received) < count and time.monotonic() < deadline:
+            received += self.source.consume(count - len(received), timeout_s=0.5)
+        return received
+
+
+def test_commit_metadata_reaches_the_next_owner_in_on_assign(kafka_bootstrap: str) -> None:
+    """Settled ranges committed by one member are read back by the next, inside on_assign."""
+    topic, group = unique_name("progress"), unique_name("progress-group")
+    create_topic(kafka_bootstrap, topic, partitions=2)
+    for partition in range(2):
+        produce(kafka_bootstrap, topic, [b"m-%d" % i for i in range(10)], partition=partition)
+    p0, p1 = (topic, 0), (topic, 1)
+    ranges = ((5, 7), (9, 10))
+    first = _Member(kafka_bootstrap, group)
+    try:
+        assert len(first.read(topic, 20)) == 20
+        assert first.seen_on_assign == {}  # nothing committed yet: every partition left out
+        sent = {p0: Commit(offset=3, metadata=encode(3, ranges))}
+        assert first.source.commit(sent, asynchronous=False)
+        assert first.source.committed([p0, p1], timeout_s=10.0) == sent
+    finally:
+        first.source.close()
+
+    second = _Member(kafka_bootstrap, group)
+    try:
+        received = second.read(topic, 17)
+        assert sorted(second.assigned) == [p0, p1]
+        assert second.seen_on_assign == sent
+        assert decode(second.seen_on_assign[p0].metadata, 3) == ranges
+        # It resumes at the committed offset of p0, from the start of never-committed p1.
+        assert sorted((m.meta.partition, m.meta.offset) for m in received) == [
+            *((0, o) for o in range(3, 10)),
+            *((1, o) for o in range(10)),
+        ]
+        # A commit without ranges clears the metadata: no stale ranges outlive their offset.
+        cleared = {p0: Commit(offset=10, metadata=""), p1: Commit(offset=10, metadata="")}
+        assert second.source.commit(cleared, asynchronous=False)
+        assert second.source.committed([p0, p1], timeout_s=10.0) == cleared
+    finally:
+        second.source.close()
+    assert committed_offsets(kafka_bootstrap, group, topic) == {0: 10, 1: 10}
 
 
 # Last in this file: it restarts the session's shared broker (same port, same data).

@@ -1,4 +1,4 @@
-"""OffsetTracker: tables of track/settle steps and the commits they must release."""
+"""OffsetTracker: tables of track/settle steps and the commits (with metadata) they must release."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.offsets import OffsetTracker, TopicPartition
+from consumer.offsets import Commit, OffsetTracker, TopicPartition
+from consumer.progress import SettledRanges, contains, decode, encode
 
 TP: TopicPartition = ("orders", 0)
 TP1: TopicPartition = ("orders", 1)
@@ -38,12 +39,29 @@ class Forget:
     tps: tuple[TopicPartition, ...]
 
 
-Step = Track | Settle | Take | Forget
+@dataclass(frozen=True)
+class Assign:
+    inherited: SettledRanges = ()
+    tp: TopicPartition = TP
 
 
-def run(tracker: OffsetTracker, steps: list[Step]) -> list[dict[TopicPartition, int]]:
+Step = Track | Settle | Take | Forget | Assign
+# A commit as (offset, settled ranges decoded from its metadata), for readable tables.
+Seen = dict[TopicPartition, tuple[int, SettledRanges]]
+
+
+def readable(commits: dict[TopicPartition, Commit]) -> Seen:
+    seen: Seen = {}
+    for tp, commit in commits.items():
+        ranges = decode(commit.metadata, commit.offset)
+        assert commit.metadata == encode(commit.offset, ranges)  # nothing lost in the tables
+        seen[tp] = (commit.offset, ranges)
+    return seen
+
+
+def run(tracker: OffsetTracker, steps: list[Step]) -> list[Seen]:
     """Applies the steps; returns what each Take() got from take_commits()."""
-    taken: list[dict[TopicPartition, int]] = []
+    taken: list[Seen] = []
     for step in steps:
         match step:
             case Track():
@@ -51,9 +69,11 @@ def run(tracker: OffsetTracker, steps: list[Step]) -> list[dict[TopicPartition, 
             case Settle():
                 tracker.settle(step.tp, step.offset, step.count)
             case Take():
-                taken.append(tracker.take_commits())
+                taken.append(readable(tracker.take_commits()))
             case Forget():
                 tracker.forget(step.tps)
+            case Assign():
+                tracker.assign(step.tp, step.inherited)
     return taken
 
 
@@ -62,7 +82,7 @@ def run(tracker: OffsetTracker, steps: list[Step]) -> list[dict[TopicPartition, 
     [
         pytest.param(
             [Track(0, 1), Track(1, 1), Take(), Settle(0), Take(), Settle(1), Take()],
-            [{}, {TP: 1}, {TP: 2}],
+            [{}, {TP: (1, ())}, {TP: (2, ())}],
             id="in-order settling advances one by one",
         ),
         pytest.param(
@@ -76,32 +96,32 @@ def run(tracker: OffsetTracker, steps: list[Step]) -> list[dict[TopicPartition, 
                 Settle(0),
                 Take(),
             ],
-            [{}, {TP: 3}],
-            id="out-of-order settling waits for the earliest offset",
+            [{TP: (0, ((1, 3),))}, {TP: (3, ())}],
+            id="out-of-order settling: position waits, metadata says what settled beyond it",
         ),
         pytest.param(
             [Track(0, 1), Track(1, 1), Track(2, 1), Settle(1), Settle(0), Take()],
-            [{TP: 2}],
+            [{TP: (2, ())}],
             id="position stops at the first unsettled offset",
         ),
         pytest.param(
             [Track(10, 1), Track(15, 1), Track(40, 1), Settle(15), Settle(10), Take()],
-            [{TP: 16}],
+            [{TP: (16, ())}],
             id="gaps in offsets: last settled + 1",
         ),
         pytest.param(
             [Track(0, 3), Settle(0), Settle(0), Take(), Settle(0), Take()],
-            [{}, {TP: 1}],
+            [{}, {TP: (1, ())}],
             id="multiple intents per offset all must settle",
         ),
         pytest.param(
             [Track(0, 3), Settle(0, count=2), Take(), Settle(0), Take()],
-            [{}, {TP: 1}],
+            [{}, {TP: (1, ())}],
             id="settle with a count",
         ),
         pytest.param(
             [Track(5, 0), Take(), Track(6, 0), Track(9, 0), Take()],
-            [{TP: 6}, {TP: 10}],
+            [{TP: (6, ())}, {TP: (10, ())}],
             id="zero-pending messages are committable at once",
         ),
         pytest.param(
@@ -115,22 +135,61 @@ def run(tracker: OffsetTracker, steps: list[Step]) -> list[dict[TopicPartition, 
                 Settle(2),
                 Take(),
             ],
-            [{TP: 2}, {TP: 4}],
-            id="zero-pending messages behind an unsettled one wait for it",
+            [{TP: (2, ((3, 4),))}, {TP: (4, ())}],
+            id="zero-pending messages behind an unsettled one wait for it, reported beyond it",
+        ),
+        pytest.param(
+            [Track(0, 1), Track(1, 0), Take()],
+            [{TP: (0, ((1, 2),))}],
+            id="re-commits the first offset with metadata while it is unsettled",
+        ),
+        pytest.param(
+            [
+                Track(0, 1),
+                Track(1, 1),
+                Track(2, 1),
+                Take(),
+                Settle(2),
+                Take(),
+                Settle(1),
+                Take(),
+                Take(),
+            ],
+            [{}, {TP: (0, ((2, 3),))}, {TP: (0, ((1, 3),))}, {}],
+            id="a change of the settled-beyond set alone is a commit",
+        ),
+        pytest.param(
+            [Track(0, 1), Track(2, 1), Track(5, 1), Track(9, 1), Settle(2), Settle(5), Take()],
+            [{TP: (0, ((2, 6),))}],
+            id="untracked offsets between settled ones are folded into the range",
+        ),
+        pytest.param(
+            [
+                Track(0, 1),
+                Track(2, 1),
+                Track(3, 0),
+                Track(9, 1),
+                Track(12, 1),
+                Settle(2),
+                Settle(12),
+                Take(),
+            ],
+            [{TP: (0, ((2, 4), (12, 13)))}],
+            id="an unsettled offset splits the ranges",
         ),
         pytest.param(
             [Track(0, 1), Settle(0), Take(), Take()],
-            [{TP: 1}, {}],
-            id="take_commits only reports advances",
+            [{TP: (1, ())}, {}],
+            id="take_commits only reports changes",
         ),
         pytest.param(
             [Track(0, 1), Track(0, 1, TP1), Settle(0, tp=TP1), Take(), Settle(0), Take()],
-            [{TP1: 1}, {TP: 1}],
+            [{TP1: (1, ())}, {TP: (1, ())}],
             id="partitions are independent",
         ),
         pytest.param(
             [Track(0, 1), Track(0, 0, TP1), Forget((TP1,)), Take(), Settle(0), Take()],
-            [{}, {TP: 1}],
+            [{}, {TP: (1, ())}],
             id="forget drops the pending report of that partition",
         ),
         pytest.param(
@@ -140,12 +199,58 @@ def run(tracker: OffsetTracker, steps: list[Step]) -> list[dict[TopicPartition, 
         ),
         pytest.param(
             [Track(7, 1), Forget((TP,)), Track(3, 1), Settle(3), Take()],
-            [{TP: 4}],
+            [{TP: (4, ())}],
             id="a partition tracked again after forget starts afresh",
+        ),
+        pytest.param(
+            [Track(7, 1), Assign(), Track(3, 1), Settle(3), Take()],
+            [{TP: (4, ())}],
+            id="a partition assigned again starts afresh",
+        ),
+        pytest.param(
+            [Assign(((3, 5), (8, 10))), Track(0, 1), Take()],
+            [{}],
+            id="the inherited state as found is not committed again",
+        ),
+        pytest.param(
+            [
+                *[Assign(((3, 5), (8, 10))), Track(0, 1), Track(1, 0), Take()],
+                *[Track(3, 0), Track(4, 0), Take(), Settle(0), Take()],
+                *[Track(5, 0), Track(6, 0), Track(7, 0), Take()],
+                *[Track(8, 0), Track(9, 0), Take()],
+            ],
+            [
+                {TP: (0, ((1, 2), (3, 5), (8, 10)))},
+                {TP: (0, ((1, 5), (8, 10)))},
+                {TP: (5, ((8, 10),))},
+                {TP: (10, ())},
+                {},
+            ],
+            id="inherited ranges are reported above the last tracked offset until read again",
+        ),
+        pytest.param(
+            [Assign(((2, 4),)), Track(0, 1), Track(1, 0), Take()],
+            [{TP: (0, ((1, 4),))}],
+            id="an inherited range adjacent to the last tracked offset merges",
+        ),
+        pytest.param(
+            [Assign(((1, 10),)), Track(0, 1), Track(1, 0), Track(2, 0), Take(), Settle(0), Take()],
+            [{}, {TP: (10, ())}],
+            id="an inherited range partly read again still counts whole",
+        ),
+        pytest.param(
+            [Assign(((1, 3),)), Track(0, 1), Take(), Settle(0), Take()],
+            [{}, {TP: (3, ())}],
+            id="an inherited range at the position moves the commit past it",
+        ),
+        pytest.param(
+            [Assign(((3, 5),)), Forget((TP,)), Track(0, 0), Take()],
+            [{TP: (1, ())}],
+            id="forget drops the inherited ranges",
         ),
     ],
 )
-def test_commits(steps: list[Step], expected: list[dict[TopicPartition, int]]) -> None:
+def test_commits(steps: list[Step], expected: list[Seen]) -> None:
     assert run(OffsetTracker(), steps) == expected
 
 
@@ -175,6 +280,13 @@ def test_commits(steps: list[Step], expected: list[dict[TopicPartition, int]]) -
             None,
             id="forget removes its unsettled messages from the count",
         ),
+        pytest.param(
+            [Track(4, 1), Track(5, 1), Assign(((9, 12),))],
+            None,
+            0,
+            None,
+            id="assign drops the earlier assignment's messages",
+        ),
     ],
 )
 def test_queries(
@@ -186,6 +298,50 @@ def test_queries(
     assert tracker.unsettled(TP) == unsettled
     assert tracker.unsettled() == unsettled  # TP is the only partition left in every case
     assert tracker.oldest_unsettled(TP) == oldest
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        pytest.param([], (), id="untracked partition"),
+        pytest.param([Assign(((3, 5),))], ((3, 5),), id="assigned, nothing read: all inherited"),
+        pytest.param([Track(0, 1), Track(1, 1)], (), id="nothing settled"),
+        pytest.param(
+            [Track(0, 1), Track(1, 0), Track(2, 1), Track(3, 0), Track(4, 0), Settle(2)],
+            ((1, 5),),
+            id="tails and settled messages merge",
+        ),
+        pytest.param(
+            [Assign(((3, 5), (8, 10))), Track(0, 1), Track(1, 0), Track(3, 0), Track(4, 0)],
+            ((1, 5), (8, 10)),
+            id="inherited below the last tracked offset are not added again",
+        ),
+        pytest.param(
+            [Assign(((3, 5),)), Track(0, 0), Track(1, 0), Track(2, 0)],
+            ((3, 5),),
+            id="may start at the position: take_commits folds it",
+        ),
+    ],
+)
+def test_settled_beyond(steps: list[Step], expected: SettledRanges) -> None:
+    tracker = OffsetTracker()
+    run(tracker, steps)
+    assert tracker.settled_beyond(TP) == expected
+
+
+def test_already_settled_is_what_the_assignment_inherited() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP, ((3, 5), (8, 10)))
+    tracker.assign(TP1)
+    assert [o for o in range(12) if tracker.already_settled(TP, o)] == [3, 4, 8, 9]
+    assert not any(tracker.already_settled(TP1, o) for o in range(12))
+    tracker.track(TP, 3, 0)  # reading it again does not change the answer
+    assert tracker.already_settled(TP, 3)
+    tracker.assign(TP)
+    assert not tracker.already_settled(TP, 3)
+    tracker.assign(TP, ((3, 5),))
+    tracker.forget([TP])
+    assert not tracker.already_settled(TP, 3)
 
 
 def test_unsettled_sums_partitions() -> None:
@@ -254,7 +410,66 @@ def test_position_never_passes_an_unsettled_offset(
         assert position == expected_position(tracked, remaining)
         if open_offsets := [o for o, left in remaining.items() if left]:
             assert position is None or position <= min(open_offsets)
-        committed = tracker.take_commits().get(TP, committed)
-        assert committed == position
+        commit = tracker.take_commits().get(TP)
+        committed = committed if commit is None else commit.offset
+        if position is None:  # the first offset is re-committed when later ones settle
+            assert committed in (None, tracked[0][0])
+        else:
+            assert committed == position
     assert tracker.committable(TP) == tracked[-1][0] + 1
     assert tracker.unsettled() == 0
+
+
+@st.composite
+def ranges_above(draw: st.DrawFn, committed: int) -> SettledRanges:
+    """What an earlier owner may have left in the metadata of a commit of `committed`."""
+    ranges: list[tuple[int, int]] = []
+    end = committed
+    for gap, length in draw(st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)), max_size=8)):
+        start = end + gap
+        end = start + length
+        ranges.append((start, end))
+    return tuple(ranges)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    messages=st.lists(st.tuples(st.integers(1, 3), st.integers(0, 3)), min_size=1, max_size=30),
+    data=st.data(),
+)
+def test_commits_never_claim_an_unsettled_offset(
+    messages: list[tuple[int, int]], data: st.DataObject
+) -> None:
+    """Like the pipeline: inherited offsets are tracked settled, the rest settle in any order.
+
+    After every step, the latest commit says nothing is settled that is not: every message below
+    its offset, and every one in the ranges of its metadata, is settled now or was by the earlier
+    owner. At the end it is past the last message and keeps the inherited ranges not read again.
+    """
+    offsets = [sum(gap for gap, _ in messages[: i + 1]) for i in range(len(messages))]
+    inherited = data.draw(ranges_above(offsets[0]))
+    tracker = OffsetTracker()
+    tracker.assign(TP, inherited)
+    remaining: dict[int, int] = {}  # tracked offset -> intents not settled yet
+    commit = Commit(offset=offsets[0], metadata=encode(offsets[0], inherited))
+    to_track = list(zip(offsets, (pending for _, pending in messages), strict=True))
+    while to_track or any(remaining.values()):
+        open_offsets = [o for o, left in remaining.items() if left]
+        if to_track and (not open_offsets or data.draw(st.booleans())):
+            offset, pending = to_track.pop(0)
+            remaining[offset] = 0 if tracker.already_settled(TP, offset) else pending
+            tracker.track(TP, offset, remaining[offset])
+        else:
+            settled = data.draw(st.sampled_from(open_offsets))
+            tracker.settle(TP, settled)
+            remaining[settled] -= 1
+        commit = tracker.take_commits().get(TP, commit)
+        claimed = decode(commit.metadata, commit.offset)
+        assert claimed or not commit.metadata  # never metadata the next owner cannot read
+        for offset in offsets:
+            if offset < commit.offset or contains(claimed, offset):
+                assert contains(inherited, offset) or remaining.get(offset) == 0, offset
+    assert commit.offset > offsets[-1]
+    for start, end in inherited:
+        for offset in range(max(start, offsets[-1] + 1), end):
+            assert offset < commit.offset or contains(claimed, offset)
