@@ -1,8 +1,10 @@
 """Stage 4 (send): the only module that talks HTTP to Braze; one batch in, one result per recipient.
 
-`BrazeClient.send_batch` paces each request through the `RateLimiter`, retries it through
-`run_with_retries`, and when Braze rejects a batch (400/413) bisects it so that only recipients
-that fail alone are rejected. It blocks and is safe to call from many threads at once.
+`BrazeClient.send_batch` paces each request through the `RateLimiter`, retries it a few times
+through `run_with_retries`, and when Braze rejects a batch (400/413) bisects it so that only
+recipients that fail alone are rejected. A failure of Braze or of the way to it comes back as
+`held` (with its `HoldCause`), never as a rejection. It blocks and is safe to call from many
+threads at once. Before a probe after an auth failure it re-reads the API key (a rotated Secret).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Protocol
 
 import httpx
 
+from consumer.braze.answers import TRANSPORT_FAILURE, HoldCause, judge
 from consumer.braze.ratelimit import RateLimiter
 from consumer.braze.retry import (
     Attempt,
@@ -26,8 +29,6 @@ from consumer.braze.retry import (
     RequestOutcome,
     RetryHooks,
     RetryPolicy,
-    RetryReason,
-    classify_status,
     cut,
     may_have_been_processed,
     parse_json,
@@ -63,8 +64,8 @@ class BrazeClientConfig:
     read_timeout_s: float = 30.0
     write_timeout_s: float = 30.0
     pool_timeout_s: float = 30.0
-    max_attempts: int = 6  # per request, including the first
-    max_retry_time_s: float = 300.0  # one request's retries, rate-limit waits excluded
+    max_attempts: int = 3  # per request, including the first; the pipeline's hold takes over after
+    max_retry_time_s: float = 30.0  # one request's retries, rate-limit waits excluded
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     max_rate_limit_wait_s: float = 3600.0  # cap on a 429 / Remaining=0 wait
@@ -75,8 +76,8 @@ class RequestObserver(Protocol):
     """Receives what the client does (metrics implements it)."""
 
     def request_done(
-        self, endpoint: str, status: int | None, seconds: float, recipients: int
-    ) -> None: ...  # status None = transport error
+        self, endpoint: str, status: int | None, seconds: float, recipients: int, accepted: bool
+    ) -> None: ...  # status None = transport error; accepted = Braze's success answer
 
     def retry_scheduled(self, endpoint: str, reason: str) -> None: ...
 
@@ -87,7 +88,7 @@ class NullObserver:
     """The default observer: ignores everything."""
 
     def request_done(
-        self, endpoint: str, status: int | None, seconds: float, recipients: int
+        self, endpoint: str, status: int | None, seconds: float, recipients: int, accepted: bool
     ) -> None:
         """Ignore a finished request."""
 
@@ -102,7 +103,7 @@ class NullObserver:
 class RawResult:
     """The answer to `send_raw`: the final status and body after retries."""
 
-    ok: bool
+    ok: bool  # Braze's success answer
     status: int | None
     body: JSONValue  # parsed JSON; None when the body was not JSON
     error: str  # "" when ok
@@ -127,11 +128,14 @@ class BrazeClient:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,  # default: a sleep that close() interrupts
         jitter: Callable[[float], float] | None = None,  # draws from [0, ceiling]
+        key_source: Callable[[], str] | None = None,  # re-reads the key (e.g. a mounted Secret)
     ) -> None:
         _check_api_key(api_key)
         _check_endpoint(config.rest_endpoint)
         self._config = config
         self._secret = api_key
+        self._old_secrets: list[str] = []  # still redacted from error texts after a rotation
+        self._key_source = key_source
         self._observer: RequestObserver = observer or NullObserver()
         self._clock = clock
         self._monotonic = monotonic
@@ -170,7 +174,7 @@ class BrazeClient:
                 sendable.append(index)
             else:
                 error = "recipient is not strict JSON (NaN, Infinity or a non-JSON value)"
-                results.append(RecipientResult(index, "rejected", None, error, 0, None, None))
+                results.append(_unsendable(index, error))
 
         def send_group(indices: list[int]) -> RequestOutcome:
             body = key.request_body([recipients[i] for i in indices])
@@ -187,6 +191,28 @@ class BrazeClient:
         last = outcome.last
         ok = last.verdict == "success"
         return RawResult(ok, last.status, last.body, "" if ok else last.detail, outcome.attempts)
+
+    def prepare_probe(self, cause: HoldCause) -> None:
+        """Before a probe after an auth failure, re-read the key: a rotated Secret lands on disk."""
+        if cause is HoldCause.AUTH:
+            self.reload_api_key()
+
+    def reload_api_key(self) -> bool:
+        """Take a new key from `key_source`; True when it changed. Never logs the key."""
+        if self._key_source is None:
+            return False
+        try:
+            key = self._key_source()
+            _check_api_key(key)
+        except (OSError, ValueError) as exc:
+            log.warning("could not re-read the Braze API key: %s", self._redact(str(exc)))
+            return False
+        if key == self._secret:
+            return False
+        self._old_secrets.append(self._secret)
+        self._secret = key
+        log.warning("the Braze API key changed on disk; using the new key")
+        return True
 
     def close(self) -> None:
         """Stop: waiting sends raise ClientClosedError, connections are closed."""
@@ -223,30 +249,52 @@ class BrazeClient:
                 status, body, truncated = self._post(endpoint, content)
         except httpx.TransportError as exc:
             seconds = self._monotonic() - started_s
-            self._observer.request_done(endpoint.value, None, seconds, recipients)
-            reason, detail, unsent = _transport_failure(exc)
-            detail = self._redact(detail)
+            self._observer.request_done(endpoint.value, None, seconds, recipients, False)
+            detail, unsent = _transport_failure(exc)
             return Attempt(
-                "retry", reason, None, detail, None, self._clock(), rate_wait_s, not unsent
+                verdict="failed",
+                cause=TRANSPORT_FAILURE.cause,
+                retry_now=True,
+                status=None,
+                detail=self._redact(detail),
+                body=None,
+                finished_at_s=self._clock(),
+                rate_wait_s=rate_wait_s,
+                possibly_processed=not unsent,
             )
         seconds = self._monotonic() - started_s
-        self._observer.request_done(endpoint.value, status, seconds, recipients)
-        verdict, retry_reason = classify_status(status)
         parsed = None if truncated else parse_json(body)
-        if verdict == "success":
-            warn_about_success_body(endpoint.value, status, parsed)
-            return Attempt(verdict, None, status, "", parsed, self._clock(), rate_wait_s)
-        detail = self._redact(cut(f"HTTP {status}: {body.decode('utf-8', 'replace')}"))
-        possibly = may_have_been_processed(status, retry_reason)
+        judgement = judge(status, parsed)
+        # Only Braze's own success answer counts as sent, in the metrics as everywhere.
+        accepted = judgement.verdict == "success"
+        self._observer.request_done(endpoint.value, status, seconds, recipients, accepted)
+        if judgement.verdict == "success":
+            warn_about_success_body(endpoint.value, parsed)
+        text = body.decode("utf-8", "replace")
+        detail = "" if judgement.verdict == "success" else f"HTTP {status}: {text}"
+        if judgement.why:
+            detail = f"{judgement.why}; {detail}"
         return Attempt(
-            verdict, retry_reason, status, detail, parsed, self._clock(), rate_wait_s, possibly
+            verdict=judgement.verdict,
+            cause=judgement.cause,
+            retry_now=judgement.retry_now,
+            status=status,
+            detail=self._redact(cut(detail)),
+            body=parsed,
+            finished_at_s=self._clock(),
+            rate_wait_s=rate_wait_s,
+            possibly_processed=may_have_been_processed(status, judgement.cause),
         )
 
     def _post(self, endpoint: Endpoint, content: bytes) -> tuple[int, bytes, bool]:
         if self._closed.is_set():
             raise ClientClosedError("the Braze client is closed")
         try:
-            with self._http.stream("POST", endpoint.value, content=content) as response:
+            # The key is read per request, so a rotation takes effect without a new client.
+            auth = {"Authorization": f"Bearer {self._secret}"}
+            with self._http.stream(
+                "POST", endpoint.value, content=content, headers=auth
+            ) as response:
                 self._limiter.observe(self._clock(), response.status_code, response.headers)
                 body, truncated = _read_bounded(response)
                 return response.status_code, body, truncated
@@ -265,7 +313,7 @@ class BrazeClient:
         return waited_s
 
     def _on_retry(self, endpoint: Endpoint, attempt: Attempt, sleep_s: float) -> None:
-        reason = attempt.reason or "server_error"
+        reason = _retry_reason(attempt)
         self._observer.retry_scheduled(endpoint.value, reason)
         # No idempotency key exists (braze-api.md section 7): at-least-once, and the log says so.
         duplicate = "; the failed attempt may have been processed, so this may send twice"
@@ -283,7 +331,9 @@ class BrazeClient:
             raise ClientClosedError("the Braze client was closed while waiting")
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "[redacted]")
+        for secret in (self._secret, *self._old_secrets):
+            text = text.replace(secret, "[redacted]")
+        return text
 
 
 def _check_api_key(api_key: str) -> None:
@@ -306,7 +356,7 @@ def _make_http_client(
     pool = config.max_in_flight
     return httpx.Client(
         base_url=config.rest_endpoint,
-        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        headers={"Content-Type": "application/json"},  # Authorization is set per request
         timeout=httpx.Timeout(
             connect=config.connect_timeout_s,
             read=config.read_timeout_s,
@@ -321,12 +371,31 @@ def _make_http_client(
     )
 
 
-def _transport_failure(exc: httpx.TransportError) -> tuple[RetryReason, str, bool]:
-    """(reason, detail, certainly unsent) for a request that got no status."""
+def _transport_failure(exc: httpx.TransportError) -> tuple[str, bool]:
+    """(detail, certainly unsent) for a request that got no status."""
     unsent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout | httpx.ConnectError)
     if isinstance(exc, httpx.TimeoutException):
-        return "timeout", f"timeout: {type(exc).__name__}", unsent
-    return "connection", f"connection error: {type(exc).__name__}: {exc}", unsent
+        return f"timeout: {type(exc).__name__}", unsent
+    return f"connection error: {type(exc).__name__}: {exc}", unsent
+
+
+def _retry_reason(attempt: Attempt) -> str:
+    """The `reason` label of the retries metric."""
+    if attempt.status is None:
+        return "timeout" if attempt.detail.startswith("timeout") else "connection"
+    return "rate_limited" if attempt.cause is HoldCause.RATE_LIMIT else "server_error"
+
+
+def _unsendable(index: int, error: str) -> RecipientResult:
+    """A recipient rejected before any request (the event's fault)."""
+    return RecipientResult(
+        index=index,
+        outcome="rejected",
+        http_status=None,
+        error=error,
+        attempts=0,
+        first_failed_at=None,
+    )
 
 
 def _full_jitter(ceiling_s: float) -> float:

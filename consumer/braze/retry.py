@@ -1,9 +1,12 @@
-"""Stage 4 (send): what a Braze answer means, when to try again, and when to split a batch.
+"""Stage 4 (send): when to try a request again, and how to find the recipients Braze rejects.
 
 Pure: no HTTP here. The client hands in one function that makes one attempt (and reports it as an
-`Attempt`), plus the clock and the sleep; this module decides whether and when to try again
-(braze-api.md section 5: 429 and 5xx and transport errors retry, other 4xx are final), and
-`Bisection` turns a rejected batch into per-recipient results by sending halves.
+`Attempt`, judged by `consumer.braze.answers`), plus the clock and the sleep. A request is tried
+again only where another attempt soon may help (429, 5xx, transport errors) and only a few times:
+a failure that outlasts them is handed back as `held`, and the pipeline's hold takes over from
+there, probing with one request at a time. `Bisection` turns a rejected batch into per-recipient
+results by sending halves, and stops early when both halves fail exactly as the whole did (the
+request, not a recipient, is wrong: a Canvas or campaign id Braze refuses).
 """
 
 from __future__ import annotations
@@ -17,40 +20,24 @@ from typing import Literal
 
 import tenacity
 
+from consumer.braze.answers import HoldCause, Verdict
 from consumer.json_types import JSONValue
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 2_000
 MAX_DISPATCH_ID_CHARS = 200
-# Statuses where one recipient may be the cause, so halves can succeed (401/403/404 fail for all).
+# Statuses where one recipient may be the cause, so halves can succeed.
 SPLIT_STATUSES = frozenset({400, 413})
 
-Verdict = Literal["success", "retry", "permanent"]
-RetryReason = Literal["rate_limited", "server_error", "timeout", "connection"]
 
-
-def classify_status(status: int) -> tuple[Verdict, RetryReason | None]:
-    """Sort an HTTP status into success (any 2xx, 202 queued too), retry, or permanent."""
-    if 200 <= status < 300:
-        return "success", None
-    if status == 429:
-        return "retry", "rate_limited"
-    if 500 <= status < 600:
-        return "retry", "server_error"
-    # 400/401/403/404/413 and anything else unexpected (1xx, 3xx): retrying cannot fix it.
-    return "permanent", None
-
-
-def may_have_been_processed(status: int | None, reason: RetryReason | None) -> bool:
+def may_have_been_processed(status: int | None, cause: HoldCause | None) -> bool:
     """Whether a retry of this failure may deliver twice (there is no idempotency key, section 7).
 
-    502 failed before reaching Braze and a 429 was refused; a 500/503/504 or a transport error
-    after the request left may or may not have been processed.
+    502 failed before reaching Braze, a 429 and an auth failure were refused; a 500/503/504 or a
+    transport error after the request left may or may not have been processed.
     """
-    if reason == "rate_limited" or status == 502:
-        return False
-    return reason is not None
+    return cause is HoldCause.OUTAGE and status != 502
 
 
 def cut(text: str) -> str:
@@ -75,15 +62,9 @@ def dispatch_id(body: JSONValue) -> str | None:
     return None
 
 
-def warn_about_success_body(endpoint: str, status: int, body: JSONValue) -> None:
-    """A 2xx is a success whatever its body says; log what an operator should still see."""
+def warn_about_success_body(endpoint: str, body: JSONValue) -> None:
+    """A success may still carry what an operator should see: non-fatal errors, a notice."""
     if not isinstance(body, dict):
-        log.warning(
-            "Braze accepted %s with status %d but a body that is not a JSON object; "
-            "treating it as sent",
-            endpoint,
-            status,
-        )
         return
     errors = body.get("errors")
     if isinstance(errors, list) and errors:
@@ -94,12 +75,13 @@ def warn_about_success_body(endpoint: str, status: int, body: JSONValue) -> None
         log.warning("Braze accepted %s with a notice: %s", endpoint, notice[:200])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Attempt:
     """One HTTP attempt as the retry loop sees it."""
 
     verdict: Verdict
-    reason: RetryReason | None  # why it may be retried; None when final
+    cause: HoldCause | None = None  # why it failed (Braze's or the deployment's fault)
+    retry_now: bool = False  # another attempt soon may help
     status: int | None  # None for transport errors
     detail: str  # error text (status and cut body, or the transport error); "" on success
     body: JSONValue  # the response body parsed as JSON; None when absent, cut or not JSON
@@ -108,7 +90,7 @@ class Attempt:
     possibly_processed: bool = False  # a retry after this one may duplicate
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RequestOutcome:
     """The result of one request after its retries."""
 
@@ -119,7 +101,7 @@ class RequestOutcome:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Bounds for one request's retries."""
+    """Bounds for one request's retries (small: the pipeline's hold takes over after them)."""
 
     max_attempts: int
     max_retry_time_s: float  # excludes waits imposed by the rate limiter (that is backpressure)
@@ -168,7 +150,7 @@ class _RetryRun:
             sleep=self._hooks.sleep,
             stop=self._stop,
             wait=self._wait,
-            retry=tenacity.retry_if_result(lambda result: result.reason is not None),
+            retry=tenacity.retry_if_result(lambda result: result.retry_now),
             before_sleep=self._before_sleep,
             # When retries run out, hand back the last attempt instead of raising RetryError.
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
@@ -176,7 +158,9 @@ class _RetryRun:
         last: Attempt = retrying(self._attempt)
         failed = [a for a in self._history if a.verdict != "success"]
         first_failed_s = failed[0].finished_at_s if failed else None
-        return RequestOutcome(last, len(self._history), first_failed_s)
+        return RequestOutcome(
+            last=last, attempts=len(self._history), first_failed_at_s=first_failed_s
+        )
 
     def _attempt(self) -> Attempt:
         result = self._attempt_once()
@@ -192,7 +176,7 @@ class _RetryRun:
         return state.attempt_number >= self._policy.max_attempts or self._budget_left_s() <= 0
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
-        if self._history[-1].reason == "rate_limited" and self._hooks.server_wait_s() > 0:
+        if self._history[-1].cause is HoldCause.RATE_LIMIT and self._hooks.server_wait_s() > 0:
             return 0.0  # the rate limiter holds the next attempt until the reset
         backoff = backoff_s(self._policy, state.attempt_number, self._hooks.jitter)
         return min(backoff, self._budget_left_s())
@@ -202,24 +186,29 @@ class _RetryRun:
         self._hooks.on_retry(self._history[-1], sleep_s)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RecipientResult:
     """What became of one recipient of `send_batch`."""
 
     index: int  # position in the recipients passed to send_batch
-    outcome: Literal["sent", "rejected", "exhausted"]
+    outcome: Literal["sent", "rejected", "held"]
     http_status: int | None  # last status seen (None for transport errors)
     error: str  # "" when sent; else human-readable, Braze body cut to <= 2000 chars
     attempts: int  # HTTP attempts that involved this recipient
     first_failed_at: datetime | None  # UTC, first failed attempt
-    dispatch_id: str | None
+    dispatch_id: str | None = None
+    cause: HoldCause | None = None  # held: why (Braze's or the deployment's fault)
+    whole_request: bool = False  # rejected: the request as a whole is wrong, not this recipient
 
 
 class Bisection:
     """One batch: sends it, and on a 400/413 sends each half again, down to single recipients.
 
     `send_group(indices)` sends the recipients at those indices as one request (with retries).
-    Per-recipient attempts and first failure add up across every request a recipient was in.
+    When both halves of a 400 fail with exactly the answer the whole got, the answer does not
+    depend on the recipients: every recipient is rejected with `whole_request`, after three
+    requests instead of the 2n - 1 a full bisection costs. Per-recipient attempts and first
+    failure add up across every request a recipient was in.
     """
 
     def __init__(
@@ -233,33 +222,54 @@ class Bisection:
     def run(self, indices: list[int]) -> list[RecipientResult]:
         """Results for these indices, in index order."""
         out: list[RecipientResult] = []
-        self._send(indices, out)
+        self._resolve(indices, self._request(indices), out)
         return sorted(out, key=lambda result: result.index)
 
-    def _send(self, indices: list[int], out: list[RecipientResult]) -> None:
+    def _request(self, indices: list[int]) -> RequestOutcome:
         outcome = self._send_group(indices)
         for i in indices:
             self._attempts[i] += outcome.attempts
             if self._first_failed_s[i] is None:
                 self._first_failed_s[i] = outcome.first_failed_at_s
-        last = outcome.last
-        rejected = last.verdict == "permanent" and last.status in SPLIT_STATUSES
-        if rejected and self._split and len(indices) > 1:
-            middle = len(indices) // 2
-            self._send(indices[:middle], out)
-            self._send(indices[middle:], out)
-            return
-        out.extend(self._result(i, outcome) for i in indices)
+        return outcome
 
-    def _result(self, index: int, outcome: RequestOutcome) -> RecipientResult:
+    def _resolve(
+        self, indices: list[int], outcome: RequestOutcome, out: list[RecipientResult]
+    ) -> None:
+        last = outcome.last
+        rejected = last.verdict == "rejected" and last.status in SPLIT_STATUSES
+        if not (rejected and self._split and len(indices) > 1):
+            out.extend(self._result(i, outcome) for i in indices)
+            return
+        middle = len(indices) // 2
+        halves = (indices[:middle], indices[middle:])
+        answers = [self._request(half) for half in halves]
+        if last.status == 400 and all(_same_rejection(a, outcome) for a in answers):
+            out.extend(self._result(i, answers[-1], whole_request=True) for i in indices)
+            return
+        for half, answer in zip(halves, answers, strict=True):
+            self._resolve(half, answer, out)
+
+    def _result(
+        self, index: int, outcome: RequestOutcome, *, whole_request: bool = False
+    ) -> RecipientResult:
         last = outcome.last
         first_s = self._first_failed_s[index]
-        first = datetime.fromtimestamp(first_s, UTC) if first_s is not None else None
-        tries = self._attempts[index]
-        if last.verdict == "success":
-            sent_id = dispatch_id(last.body)
-            return RecipientResult(index, "sent", last.status, "", tries, first, sent_id)
-        if last.verdict == "permanent":
-            return RecipientResult(index, "rejected", last.status, last.detail, tries, first, None)
-        error = cut(f"retries exhausted after {outcome.attempts} attempts; last: {last.detail}")
-        return RecipientResult(index, "exhausted", last.status, error, tries, first, None)
+        sent = last.verdict == "success"
+        return RecipientResult(
+            index=index,
+            outcome="sent" if sent else "rejected" if last.verdict == "rejected" else "held",
+            http_status=last.status,
+            error=last.detail,
+            attempts=self._attempts[index],
+            first_failed_at=datetime.fromtimestamp(first_s, UTC) if first_s is not None else None,
+            dispatch_id=dispatch_id(last.body) if sent else None,
+            cause=last.cause,
+            whole_request=whole_request,
+        )
+
+
+def _same_rejection(answer: RequestOutcome, whole: RequestOutcome) -> bool:
+    """Both rejected with the same status and the same body (no recipient named in it)."""
+    a, b = answer.last, whole.last
+    return a.verdict == b.verdict == "rejected" and (a.status, a.detail) == (b.status, b.detail)
