@@ -11,7 +11,6 @@ import json
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,13 @@ from typing import Any
 
 from consumer.batching import Batcher
 from consumer.braze.client import BrazeClient, BrazeClientConfig
+from consumer.clock import Clock, SystemClock
+from consumer.guard import GuardPolicy
+from consumer.hold import HoldPolicy
 from consumer.kafka_io import DeadLetterProducer, KafkaFatalError, KafkaSource, RebalanceHandlers
 from consumer.metrics import Metrics, MetricsServer
 from consumer.offsets import OffsetTracker
-from consumer.pipeline import HaltError, Pipeline, Ticket
+from consumer.pipeline import HaltError, Pipeline, PipelineSettings, Ticket
 from consumer.rules import RulesError, RulesTable, load_rules
 from consumer.service import ConsumerService, LoopSettings
 from consumer.settings import (
@@ -101,6 +103,7 @@ class Parts:
     client: BrazeClient
     producer: DeadLetterProducer
     pipeline: Pipeline
+    clock: Clock
 
     def close(self, summary_path: Path | None = None) -> None:
         left = self.producer.flush(10.0)
@@ -112,10 +115,16 @@ class Parts:
         _report(self.pipeline, summary_path)
 
 
-def build_parts(loaded: Loaded) -> Parts:
+def build_parts(loaded: Loaded, clock: Clock | None = None) -> Parts:
     settings = loaded.settings
+    clock = clock or SystemClock()
     metrics = Metrics()
-    client = BrazeClient(braze_client_config(settings), loaded.api_key, observer=metrics)
+    client = BrazeClient(
+        braze_client_config(settings),
+        loaded.api_key,
+        observer=metrics,
+        key_source=_key_source(settings),
+    )
     producer = DeadLetterProducer(kafka_producer_config(settings), settings.kafka.dead_letter_topic)
     pipeline = Pipeline(
         rules=loaded.rules,
@@ -124,11 +133,27 @@ def build_parts(loaded: Loaded) -> Parts:
         sender=client,
         dead_letters=producer,
         metrics=metrics,
-        max_in_flight=settings.braze.max_in_flight,
-        max_consecutive_dead_letters=settings.dead_letter.max_consecutive,
-        wall_ms=lambda: int(time.time() * 1000),
+        clock=clock,
+        settings=pipeline_settings(settings),
     )
-    return Parts(metrics, client, producer, pipeline)
+    return Parts(metrics, client, producer, pipeline, clock)
+
+
+def _key_source(settings: Settings) -> Callable[[], str] | None:
+    """Re-reads the key file after an auth failure (a rotated Secret); None for an env key."""
+    if settings.braze.api_key_file is None:
+        return None
+    return lambda: load_api_key(settings).get_secret_value()
+
+
+def pipeline_settings(settings: Settings) -> PipelineSettings:
+    braze, dead = settings.braze, settings.dead_letter
+    return PipelineSettings(
+        max_in_flight=braze.max_in_flight,
+        hold=HoldPolicy(braze.probe_initial_interval_s, braze.probe_max_interval_s),
+        guard=GuardPolicy(dead.window, dead.max_share, dead.min_events),
+        rejected_target_cooldown_s=braze.rejected_target_cooldown_s,
+    )
 
 
 def run_service(
@@ -147,7 +172,9 @@ def run_service(
         parts.metrics,
         server,
         loop_settings(settings, exit_when_idle_s),
+        clock=parts.clock,
     )
+    parts.pipeline.on_wait = service.publish_gauges
     install_signal_handlers(service.stop)
     code = 1
     try:
@@ -195,6 +222,7 @@ def install_signal_handlers(stop: Callable[[], None]) -> None:
 
 def _report(pipeline: Pipeline, path: Path | None) -> None:
     stats = dataclasses.asdict(pipeline.stats)
+    stats["dead_lettered"] = pipeline.dead_lettered
     log.info("summary %s", json.dumps(stats, sort_keys=True))
     if path is not None:
         path.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -92,6 +92,9 @@ class SendIntent:
     recipient: JSONObject  # a complete Braze recipient object
     user_key: str  # who the recipient is, e.g. "external_user_id:u-1"; equal keys must not share
     size_bytes: int  # len of the recipient's compact JSON, for the 4 MB request limit
+    # Epoch ms after which the rule's `max_event_age` makes it stale: an intent held through a
+    # Braze outage past this is skipped, not sent. None: the rule has no `max_event_age`.
+    stale_after_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from prometheus_client import (
 )
 
 from consumer import __version__
+from consumer.braze.answers import HoldCause
 
 log = logging.getLogger(__name__)
 
@@ -128,21 +129,48 @@ class Metrics:
             "dlq_write_failures_total", "Dead-letter writes that failed (nothing committed)."
         )
         self._up = self._gauge("up", "1 while the process runs.")
+        self._holding = self._gauge(
+            "braze_holding",
+            "1 for the cause while sends are held for a Braze or deployment failure, else 0.",
+            ["cause"],
+        )
+        for cause in HoldCause:
+            self._holding.labels(cause.value).set(0)
+        self._probes = self._counter(
+            "hold_probes_total", "Single requests sent to test Braze while holding.", ["result"]
+        )
+        self._already_settled = self._counter(
+            "events_already_settled_total",
+            "Events skipped on assignment: the commit metadata says an earlier owner settled them.",
+            ["topic"],
+        )
+        self._target_rejections = self._counter(
+            "target_rejections_total",
+            "Intents dead-lettered without a request: Braze recently rejected their Canvas or "
+            "campaign as a whole.",
+            ["rule", "target"],
+        )
         self._ready = self._gauge("ready", "1 when connected and assigned, else 0.")
 
     # --- Braze client protocol (structural; the client never imports this module) ---
 
     def request_done(
-        self, endpoint: str, status: int | None, seconds: float, recipients: int
+        self,
+        endpoint: str,
+        status: int | None,
+        seconds: float,
+        recipients: int,
+        accepted: bool,
     ) -> None:
-        """One HTTP attempt finished; `status` None means a transport error (no response)."""
+        """One HTTP attempt finished; `status` None means a transport error (no response);
+        `accepted` means Braze's own success answer (a 2xx HTML page from a proxy is not)."""
         self._requests.labels(endpoint, status_class(status)).inc()
         self._latency.labels(endpoint).observe(seconds)
         if recipients <= 0:  # e.g. /sends/id/create: not a send
             return
         self._per_request.labels(endpoint).observe(recipients)
-        if status is not None and 200 <= status < 300:
-            # A 2xx is final for these recipients, so counting here never double counts.
+        if accepted:
+            # Braze's success is final for these recipients, so counting here never double counts.
             self._recipients.labels(endpoint).inc(recipients)
             self._last_success.set(self._wall_clock())
 
@@ -170,6 +198,19 @@ class Metrics:
 
     def dlq_write_failed(self) -> None:
         self._dlq_failures.inc()
+
+    def set_holding(self, cause: HoldCause | None) -> None:
+        for each in HoldCause:
+            self._holding.labels(each.value).set(1 if each is cause else 0)
+
+    def hold_probe(self, ok: bool) -> None:
+        self._probes.labels("ok" if ok else "failed").inc()
+
+    def already_settled(self, topic: str) -> None:
+        self._already_settled.labels(topic).inc()
+
+    def target_rejected(self, rule_id: str, target_id: str) -> None:
+        self._target_rejections.labels(rule_id, target_id).inc()
 
     def committed(self, partitions: int) -> None:
         """One acknowledged commit that advanced `partitions` partition offsets."""

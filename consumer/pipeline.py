@@ -1,50 +1,46 @@
-"""Stages 2-5 for one consumed message: decode -> rules -> batch -> send (worker threads) -> settle.
+"""Stages 2-5 for one consumed message: decode -> rules -> batch -> send -> settle, and the
+verbs of its lifecycle (assign, revoke, flush, settle, take_commits) for the loop and replay.
 
 At-least-once, in this order for every event:
-  1. the offset is tracked with one pending unit per send intent or dead letter;
+  1. the offset is tracked with one pending unit per send intent or dead letter; an event that an
+     earlier owner already settled (the commit metadata says so) is tracked as settled, not redone;
   2. intents wait in the batcher until a request is full or due;
-  3. a worker thread sends the request (retries, rate limit, bisecting rejections);
-  4. each recipient's result settles its unit: sent, or dead-lettered *and acknowledged*;
-  5. only a fully settled prefix of a partition becomes a commit position (see `OffsetTracker`).
+  3. a worker thread sends the request (a few retries, the rate limit, bisecting rejections);
+  4. each recipient's result settles its unit: sent, or dead-lettered *and acknowledged*. A failure
+     of Braze or of the deployment settles nothing: the batch is parked and the pipeline holds,
+     probing Braze one request at a time, until Braze answers (`consumer.hold`);
+  5. a fully settled prefix of a partition becomes the commit position, and what is settled beyond
+     it travels in the commit's metadata (`OffsetTracker`, `consumer.progress`).
 Everything here runs on the consumer thread except `BatchSender.send_batch`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import queue
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Protocol
 
 from consumer.batching import Batch, Batcher
-from consumer.braze.client import ClientClosedError, RecipientResult
+from consumer.braze.client import RecipientResult
 from consumer.braze.contract import MAX_BODY_BYTES
+from consumer.clock import Clock, to_ms
 from consumer.deadletter import DeadLetter, Reason
+from consumer.dlq_writer import DeadLetterSink, DeadLetterWriter
 from consumer.events import DecodeError, RawMessage, decode
-from consumer.intents import BatchKey, MappingFailure, RuleSkip, SendIntent
-from consumer.json_types import JSONObject
+from consumer.guard import DeadLetterGuard, GuardPolicy
+from consumer.hold import Hold, HoldPolicy
+from consumer.intents import MappingFailure, RuleSkip, SendIntent
 from consumer.metrics import Metrics
-from consumer.offsets import OffsetTracker, TopicPartition
+from consumer.offsets import Commit, OffsetTracker, TopicPartition
+from consumer.progress import SettledRanges
+from consumer.quarantine import TargetQuarantine
 from consumer.rules import RulesTable
+from consumer.sending import BatchSender, Dispatcher, Finished
 
 log = logging.getLogger(__name__)
 
 _REQUEST_ENVELOPE_BYTES = 4_096  # body fields around the recipients list
-
-
-class BatchSender(Protocol):
-    def send_batch(self, key: BatchKey, recipients: Sequence[JSONObject]) -> list[RecipientResult]:
-        """Blocking and thread-safe; one result per recipient, never raises for HTTP outcomes."""
-        ...
-
-
-class DeadLetterSink(Protocol):
-    def write(self, letter: DeadLetter, on_done: Callable[[str | None], None]) -> None: ...
-    def poll(self, timeout_s: float = 0.0) -> int: ...
+_SETTLE_STEP_S = 0.05
 
 
 class HaltError(Exception):
@@ -62,12 +58,12 @@ class Ticket:
     generation: int  # which assignment of `tp` consumed it; results from an older one are ignored
 
 
-@dataclass
-class _Retry:
-    letter: DeadLetter
-    ticket: Ticket
-    due_ms: int
-    attempt: int = 1
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    max_in_flight: int = 24
+    hold: HoldPolicy = field(default_factory=HoldPolicy)
+    guard: GuardPolicy = field(default_factory=GuardPolicy)
+    rejected_target_cooldown_s: float = 600.0
 
 
 @dataclass
@@ -77,13 +73,14 @@ class PipelineStats:
     consumed: int = 0
     matched: int = 0
     skipped: int = 0
-    dead_lettered: dict[str, int] = field(default_factory=dict)
+    already_settled: int = 0
     recipients_sent: int = 0
     requests: int = 0
+    holds: int = 0
 
 
 class Pipeline:
-    """Owns the batcher, the offset tracker and the send workers; fed by `handle()`."""
+    """Owns the batcher, the offset tracker, the send dispatcher and the hold; fed by `handle()`."""
 
     def __init__(
         self,
@@ -94,45 +91,121 @@ class Pipeline:
         sender: BatchSender,
         dead_letters: DeadLetterSink,
         metrics: Metrics,
-        max_in_flight: int,
-        max_consecutive_dead_letters: int,
-        wall_ms: Callable[[], int],
+        clock: Clock,
+        settings: PipelineSettings = PipelineSettings(),
+        on_wait: Callable[[], None] = lambda: None,  # runs during long waits (liveness)
     ) -> None:
         self.rules = rules
-        self.batcher = batcher
-        self.tracker = tracker
         self.stats = PipelineStats()
+        self._batcher = batcher
+        self._tracker = tracker
         self._sender = sender
-        self._dead_letters = dead_letters
         self._metrics = metrics
-        self._wall_ms = wall_ms
-        self._executor = ThreadPoolExecutor(max_in_flight, thread_name_prefix="braze-send")
-        self._done: queue.SimpleQueue[Future[tuple[Batch[Ticket], list[RecipientResult]]]]
-        self._done = queue.SimpleQueue()
-        self._in_flight = 0
-        self._dlq_retries: list[_Retry] = []
-        self._dlq_unacked = 0
-        self._consecutive_dead = 0
-        self._max_consecutive_dead = max_consecutive_dead_letters
+        self._clock = clock
+        self.on_wait = on_wait
+        self._sends: Dispatcher[Ticket] = Dispatcher(sender, settings.max_in_flight)
+        self._dlq = DeadLetterWriter(dead_letters, clock, metrics)
+        self._hold = Hold(settings.hold)
+        self._guard = DeadLetterGuard(settings.guard)
+        self._quarantine = TargetQuarantine(settings.rejected_target_cooldown_s)
         self._generations: dict[TopicPartition, int] = {}
 
-    # -- assignment -----------------------------------------------------------------------------
+    # -- lifecycle ------------------------------------------------------------------------------
 
-    def assigned(self, tps: Sequence[TopicPartition]) -> None:
-        """A new assignment generation: results of sends from an earlier one must not settle it."""
+    def assign(
+        self,
+        tps: Sequence[TopicPartition],
+        inherited: Mapping[TopicPartition, SettledRanges] | None = None,
+    ) -> None:
+        """A new assignment generation; `inherited`: offsets an earlier owner already settled."""
         for tp in tps:
             self._generations[tp] = self._generations.get(tp, 0) + 1
+            self._tracker.assign(tp, (inherited or {}).get(tp, ()))
 
-    def _settle(self, ticket: Ticket) -> None:
-        if self._generations.get(ticket.tp) == ticket.generation:
-            self.tracker.settle(ticket.tp, ticket.offset)
+    def revoke(
+        self, tps: Collection[TopicPartition], timeout_s: float
+    ) -> dict[TopicPartition, Commit]:
+        """Send the revoked partitions' batches and wait (bounded) for them to settle; returns the
+        commits to make before letting the partitions go. Unsent work of theirs is dropped: the new
+        owner re-reads it."""
+        revoked = set(tps)
+        self._dispatch(self._batcher.flush_where(lambda ticket: ticket.tp in revoked))
+        self.settle(timeout_s, revoked)
+        commits = self.take_commits()
+        self.lose(revoked)
+        return commits
+
+    def lose(self, tps: Collection[TopicPartition]) -> None:
+        """Forget partitions without a commit (lost, or after `revoke`)."""
+        gone = set(tps)
+        self._tracker.forget(gone)
+        for tp in gone:
+            self._generations[tp] = self._generations.get(tp, 0) + 1  # late results are ignored
+        self._sends.drop_where(lambda ticket: ticket.tp in gone)
+        self._batcher.flush_where(lambda ticket: ticket.tp in gone)  # not sent: new owner re-reads
+
+    def flush(self) -> None:
+        """Send every open batch now (shutdown, end of a replay)."""
+        self._dispatch(self._batcher.flush())
+
+    def settle(self, timeout_s: float, tps: Collection[TopicPartition] | None = None) -> bool:
+        """Tick until every tracked event (of `tps`) is settled, or `timeout_s` passes."""
+        deadline_s = self._clock.monotonic_s() + timeout_s
+        while self.unsettled(tps):
+            left_s = deadline_s - self._clock.monotonic_s()
+            if left_s <= 0:
+                return False
+            self.tick(min(_SETTLE_STEP_S, left_s))
+            self.on_wait()
+        return True
+
+    def take_commits(self) -> dict[TopicPartition, Commit]:
+        return self._tracker.take_commits()
+
+    def close(self) -> None:
+        self._sends.close()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def holding(self) -> bool:
+        return self._hold.holding
+
+    @property
+    def wants_input(self) -> bool:
+        """False while holding work for Braze: consuming more would only buffer more."""
+        return not self._hold.holding or not (self._sends.parked or self._sends.in_flight)
+
+    def unsettled(self, tps: Collection[TopicPartition] | None = None) -> int:
+        if tps is None:
+            return self._tracker.unsettled()
+        return sum(self._tracker.unsettled(tp) for tp in tps)
+
+    @property
+    def busy(self) -> bool:
+        """Requests or dead-letter writes under way: results should be collected promptly."""
+        return bool(self._sends.in_flight or self._dlq.unacked)
+
+    @property
+    def in_flight_requests(self) -> int:
+        return self._sends.in_flight
+
+    @property
+    def buffered(self) -> int:
+        return self._batcher.pending
+
+    @property
+    def open_batches(self) -> int:
+        return self._batcher.open_batches
+
+    def next_due_ms(self) -> int | None:
+        return self._batcher.next_due_ms()
 
     # -- intake -------------------------------------------------------------------------------
 
     def handle(
         self,
         raw: RawMessage,
-        now_ms: int,
         position: tuple[TopicPartition, int] | None = None,
         only_rule: str | None = None,
     ) -> None:
@@ -144,25 +217,27 @@ class Pipeline:
         self.stats.consumed += 1
         self._metrics.event_consumed(raw.meta.topic)
         tp, offset = position or ((raw.meta.topic, raw.meta.partition), raw.meta.offset)
+        if self._tracker.already_settled(tp, offset):
+            self._tracker.track(tp, offset, 0)
+            self.stats.already_settled += 1
+            self._metrics.already_settled(raw.meta.topic)
+            return
         ticket = Ticket(raw, tp, offset, self._generations.get(tp, 0))
         decoded = decode(raw)
         if isinstance(decoded, DecodeError):
-            self.tracker.track(tp, offset, 1)
+            self._tracker.track(tp, offset, 1)
             self._dead_letter(DeadLetter(raw, decoded.reason, decoded.detail), ticket)
             return
-        outcomes = self.rules.evaluate(decoded, self._wall_ms())
+        outcomes = self.rules.evaluate(decoded, to_ms(self._clock.wall_s()))
         if only_rule is not None:
             outcomes = [o for o in outcomes if o.rule_id == only_rule]
-        units = [o for o in outcomes if not isinstance(o, RuleSkip)]
-        self.tracker.track(tp, offset, len(units))
+        self._tracker.track(tp, offset, sum(not isinstance(o, RuleSkip) for o in outcomes))
         if not outcomes:
             self._count_skip("-", "no_match")
         for outcome in outcomes:
-            self._route(outcome, ticket, now_ms)
+            self._route(outcome, ticket)
 
-    def _route(
-        self, outcome: SendIntent | RuleSkip | MappingFailure, ticket: Ticket, now_ms: int
-    ) -> None:
+    def _route(self, outcome: SendIntent | RuleSkip | MappingFailure, ticket: Ticket) -> None:
         if isinstance(outcome, RuleSkip):
             self._count_skip(outcome.rule_id, outcome.reason)
             return
@@ -178,7 +253,8 @@ class Pipeline:
                 DeadLetter(ticket.raw, Reason.TOO_LARGE, error, outcome.rule_id), ticket
             )
         else:
-            self.submit(self.batcher.add(outcome, ticket, now_ms))
+            now_ms = to_ms(self._clock.monotonic_s())
+            self._dispatch(self._batcher.add(outcome, ticket, now_ms))
 
     def _count_skip(self, rule_id: str, reason: str) -> None:
         self.stats.skipped += 1
@@ -186,84 +262,134 @@ class Pipeline:
 
     # -- sending ------------------------------------------------------------------------------
 
-    def submit(self, batches: list[Batch[Ticket]]) -> None:
-        for batch in batches:
-            future = self._executor.submit(self._send, batch)
-            future.add_done_callback(self._done.put)
-            self._in_flight += 1
-            self.stats.requests += 1
-
-    def _send(self, batch: Batch[Ticket]) -> tuple[Batch[Ticket], list[RecipientResult]]:
-        try:
-            return batch, self._sender.send_batch(batch.key, batch.recipients)
-        except ClientClosedError:
-            return batch, []  # shutting down mid-wait: leave unsettled, re-read after restart
-        except Exception as exc:  # a bug in the client must not lose the batch: dead-letter it
-            log.exception("send_batch failed unexpectedly for %s", batch.key.label)
-            now = datetime.now(UTC)
-            failed = [
-                RecipientResult(i, "exhausted", None, f"internal error: {exc!r}", 0, now, None)
-                for i in range(len(batch.items))
-            ]
-            return batch, failed
-
-    def tick(self, now_ms: int, wait_s: float = 0.0) -> None:
+    def tick(self, wait_s: float = 0.0) -> None:
         """Settle finished requests (waiting up to `wait_s` for one), deliver dead-letter
-        acknowledgements, and send the partial batches that are due."""
-        self.collect(wait_s)
-        self.service_dead_letters()
-        self.submit(self.batcher.due(now_ms))
+        acknowledgements, send the partial batches that are due, and probe Braze when held."""
+        for finished in self._sends.collect(wait_s):
+            self._finish(finished)
+        self._dlq.service()
+        self._dispatch(self._batcher.due(to_ms(self._clock.monotonic_s())))
+        self._probe_if_due()
 
-    def collect(self, timeout_s: float = 0.0) -> int:
-        """Settle finished requests; waits up to `timeout_s` for the first one. Returns how many."""
-        count = 0
-        block = timeout_s > 0
-        while True:
-            try:
-                future = self._done.get(block=block, timeout=timeout_s if block else None)
-            except queue.Empty:
-                return count
-            block = False
-            self._in_flight -= 1
-            count += 1
-            batch, results = future.result()
-            self._settle_batch(batch, results)
+    def _dispatch(self, batches: list[Batch[Ticket]]) -> None:
+        """Send each batch, or park it while holding; stale and quarantined items go first."""
+        for batch in batches:
+            screened = self._screen(batch)
+            if screened is None:
+                continue
+            if self._hold.holding:
+                self._sends.park(screened)
+            else:
+                self._sends.send(screened)
+                self.stats.requests += 1
 
-    def _settle_batch(self, batch: Batch[Ticket], results: list[RecipientResult]) -> None:
-        for result in results:
+    def _screen(self, batch: Batch[Ticket]) -> Batch[Ticket] | None:
+        """Drop what must not be sent: items of revoked assignments, events that grew stale
+        (held past their rule's `max_event_age`), targets Braze rejects as a whole."""
+        wall_ms = to_ms(self._clock.wall_s())
+        quarantined = self._quarantine.error(batch.key, self._clock.monotonic_s())
+        kept = []
+        for item in batch.items:
+            if not self._current(item.token):
+                continue
+            stale_after_ms = item.intent.stale_after_ms
+            if stale_after_ms is not None and wall_ms > stale_after_ms:
+                self._count_skip(item.intent.rule_id, "max_event_age")
+                self._settle(item.token)
+            elif quarantined is not None:
+                self._metrics.target_rejected(item.intent.rule_id, batch.key.target_id)
+                self._reject(item.token, item.intent.rule_id, quarantined, None)
+            else:
+                kept.append(item)
+        if len(kept) == len(batch.items):
+            return batch
+        return Batch(batch.key, tuple(kept), batch.opened_ms) if kept else None
+
+    def _probe_if_due(self) -> None:
+        if not self._hold.probe_due(self._clock.monotonic_s()):
+            return
+        batch = self._sends.unpark()
+        while batch is not None and (batch := self._screen(batch)) is None:
+            batch = self._sends.unpark()
+        if batch is None:
+            # Nothing parked (revoked, stale, or still in flight): `wants_input` lets the service
+            # consume again once nothing is in flight, and the next batch becomes the probe.
+            return
+        assert self._hold.cause is not None
+        self._sender.prepare_probe(self._hold.cause)
+        self._hold.probe_started()
+        self._sends.send(batch, probe=True)
+        self.stats.requests += 1
+
+    def _finish(self, finished: Finished[Ticket]) -> None:
+        batch = finished.batch
+        held: list[tuple[int, RecipientResult]] = []
+        for result in finished.results:
             item = batch.items[result.index]
             if result.outcome == "sent":
-                self._consecutive_dead = 0
                 self.stats.recipients_sent += 1  # metrics count them in request_done
+                self._record(dead_lettered=False)
                 self._settle(item.token)
-                continue
-            reason = (
-                Reason.BRAZE_REJECTED if result.outcome == "rejected" else Reason.RETRIES_EXHAUSTED
-            )
-            letter = DeadLetter(
-                item.token.raw,
-                reason,
-                result.error,
-                rule_id=item.intent.rule_id,
-                http_status=result.http_status,
-                attempts=result.attempts,
-                first_failed_at=result.first_failed_at,
-            )
-            self._dead_letter(letter, item.token)
+            elif result.outcome == "rejected":
+                if result.whole_request:
+                    self._quarantine.reject(batch.key, result.error, self._clock.monotonic_s())
+                self._reject(item.token, item.intent.rule_id, result.error, result)
+            else:
+                held.append((result.index, result))
+        if held:
+            self._held(finished, held)
+        elif finished.probe:
+            self._resume(answered=bool(finished.results))
 
-    @property
-    def in_flight_requests(self) -> int:
-        return self._in_flight
+    def _held(self, finished: Finished[Ticket], held: list[tuple[int, RecipientResult]]) -> None:
+        """Park what Braze or the deployment failed to take, and hold (or keep holding)."""
+        batch = finished.batch
+        items = tuple(batch.items[index] for index, _ in held)
+        self._sends.park(Batch(batch.key, items, batch.opened_ms), front=True)
+        first = held[0][1]
+        assert first.cause is not None
+        now_s = self._clock.monotonic_s()
+        if finished.probe:
+            self._metrics.hold_probe(ok=False)
+            self._hold.probe_failed(first.cause, first.error, now_s)
+        elif self._hold.failed(first.cause, first.error, now_s):
+            self.stats.holds += 1
+        self._metrics.set_holding(self._hold.cause)
 
-    # -- dead letters -------------------------------------------------------------------------
+    def _resume(self, *, answered: bool) -> None:
+        if not answered:  # abandoned (shutting down): nothing learnt
+            self._hold.probe_abandoned()
+            return
+        self._metrics.hold_probe(ok=True)
+        self._hold.probe_answered(self._clock.monotonic_s())
+        self._metrics.set_holding(None)
+        self._dispatch(self._sends.unpark_all())
+
+    # -- settling -----------------------------------------------------------------------------
+
+    def _current(self, ticket: Ticket) -> bool:
+        return self._generations.get(ticket.tp) == ticket.generation
+
+    def _settle(self, ticket: Ticket) -> None:
+        if self._current(ticket):
+            self._tracker.settle(ticket.tp, ticket.offset)
+
+    def _reject(
+        self, ticket: Ticket, rule_id: str, error: str, result: RecipientResult | None
+    ) -> None:
+        letter = DeadLetter(
+            ticket.raw,
+            Reason.BRAZE_REJECTED,
+            error,
+            rule_id=rule_id,
+            http_status=None if result is None else result.http_status,
+            attempts=0 if result is None else result.attempts,
+            first_failed_at=None if result is None else result.first_failed_at,
+        )
+        self._dead_letter(letter, ticket)
 
     def _dead_letter(self, letter: DeadLetter, ticket: Ticket) -> None:
-        self._consecutive_dead += 1
-        if self._consecutive_dead > self._max_consecutive_dead:
-            raise HaltError(
-                f"{self._consecutive_dead} consecutive dead letters (last: {letter.reason} "
-                f"for rule {letter.rule_id}); stopping instead of dead-lettering all traffic"
-            )
+        self._record(dead_lettered=True)
         log.info(
             "dead letter %s rule=%s %s[%d]@%d",
             letter.reason,
@@ -272,53 +398,17 @@ class Pipeline:
             ticket.tp[1],
             ticket.offset,
         )
-        self._write_dead_letter(_Retry(letter, ticket, 0))
+        self._dlq.write(letter, lambda: self._settle(ticket), lambda: self._current(ticket))
 
-    def _write_dead_letter(self, retry: _Retry) -> None:
-        stamped = retry.letter
-        if stamped.failed_at is None:
-            stamped = _stamp(stamped)
-            retry.letter = stamped
-
-        def on_done(error: str | None) -> None:
-            self._dlq_unacked -= 1
-            if error is None:
-                reason = retry.letter.reason
-                self.stats.dead_lettered[reason] = self.stats.dead_lettered.get(reason, 0) + 1
-                self._metrics.dead_lettered(retry.letter.rule_id, reason)
-                self._settle(retry.ticket)
-                return
-            # Never drop: keep the unit unsettled (the partition stops advancing) and try again.
-            self._metrics.dlq_write_failed()
-            log.error("dead-letter write failed (attempt %d): %s", retry.attempt, error)
-            delay_ms = min(30_000, 500 * 2 ** min(retry.attempt, 6))
-            retry.attempt += 1
-            retry.due_ms = self._wall_ms() + delay_ms
-            self._dlq_retries.append(retry)
-
-        self._dlq_unacked += 1
-        self._dead_letters.write(stamped, on_done)
-
-    def service_dead_letters(self) -> None:
-        """Deliver acknowledgements (callbacks run here) and re-send failed dead-letter writes."""
-        self._dead_letters.poll(0.0)
-        if not self._dlq_retries:
-            return
-        now = self._wall_ms()
-        due = [r for r in self._dlq_retries if r.due_ms <= now]
-        self._dlq_retries = [r for r in self._dlq_retries if r.due_ms > now]
-        for retry in due:
-            if self._generations.get(retry.ticket.tp) == retry.ticket.generation:
-                self._write_dead_letter(retry)  # else: revoked; the new owner re-reads the event
+    def _record(self, *, dead_lettered: bool) -> None:
+        stop = self._guard.record(dead_lettered=dead_lettered)
+        if stop is not None:
+            raise HaltError(stop)
 
     @property
     def dead_letters_unacked(self) -> int:
-        return self._dlq_unacked + len(self._dlq_retries)
+        return self._dlq.unacked
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _stamp(letter: DeadLetter) -> DeadLetter:
-    now = datetime.now(UTC)
-    return dataclasses.replace(letter, first_failed_at=letter.first_failed_at or now, failed_at=now)
+    @property
+    def dead_lettered(self) -> dict[str, int]:
+        return dict(self._dlq.written)

@@ -1,9 +1,14 @@
-"""The `dlq.reason` classes of product.md: one spelling for every stage that can dead-letter."""
+"""The `dlq.reason` classes of product.md: one spelling for every stage that can dead-letter.
+
+Every reason is the event's fault. A failure of Braze or of the deployment (an outage, a bad key, a
+proxy in the way) is never a dead letter: the pipeline holds instead (`consumer.hold`).
+"""
+
+from enum import StrEnum
 
 
-class Reason:
+class Reason(StrEnum):
     INVALID_JSON = "invalid_json"
     MAPPING_ERROR = "mapping_error"
     TOO_LARGE = "too_large"
     BRAZE_REJECTED = "braze_rejected"
-    RETRIES_EXHAUSTED = "retries_exhausted"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,6 @@ from consumer.app import Loaded, build_parts, configure_logging, install_signal_
 from consumer.events import KafkaMeta, RawMessage
 from consumer.kafka_io import KafkaFatalError, TopicReader
 from consumer.pipeline import HaltError, Pipeline
-from consumer.service import monotonic_ms
 from consumer.settings import kafka_consumer_config
 
 
@@ -172,7 +170,7 @@ class Replay:
 
     def _read(self, reader: TopicReader, pipeline: Pipeline | None, progress: Progress) -> None:
         if pipeline is not None:
-            pipeline.assigned(list(reader.ends))
+            pipeline.assign(list(reader.ends))
         while not (reader.done or self._stop or self._limit_reached()):
             for raw in reader.read(200, 0.2):
                 self.seen += 1
@@ -180,7 +178,7 @@ class Replay:
                 if self._limit_reached():
                     break
             if pipeline is not None:
-                pipeline.tick(monotonic_ms())
+                pipeline.tick()
             progress.update(self.seen)
 
     def _one(self, raw: RawMessage, pipeline: Pipeline | None) -> None:
@@ -195,16 +193,14 @@ class Replay:
             print(json.dumps(_describe(record)), flush=True)
             return
         only = None if record.rule_id == "-" else record.rule_id
-        pipeline.handle(record.original, monotonic_ms(), record.position, only)
+        pipeline.handle(record.original, record.position, only)
 
     def _limit_reached(self) -> bool:
         return self._limit is not None and self.selected >= self._limit
 
     def _finish(self, pipeline: Pipeline, timeout_s: float) -> None:
-        pipeline.submit(pipeline.batcher.flush())
-        deadline = time.monotonic() + timeout_s
-        while pipeline.tracker.unsettled() and time.monotonic() < deadline:
-            pipeline.tick(monotonic_ms(), 0.05)
+        pipeline.flush()
+        pipeline.settle(timeout_s)
 
     def _print_summary(self, pipeline: Pipeline | None) -> None:
         line = f"dead letters read {self.seen}, selected {self.selected}"
@@ -214,8 +210,8 @@ class Replay:
             stats = pipeline.stats
             line += (
                 f"; recipients sent {stats.recipients_sent}, skipped {stats.skipped}, "
-                f"dead-lettered again {sum(stats.dead_lettered.values())}, "
-                f"unsettled {pipeline.tracker.unsettled()}"
+                f"dead-lettered again {sum(pipeline.dead_lettered.values())}, "
+                f"unsettled {pipeline.unsettled()}"
             )
         print(line, file=sys.stderr)
 

@@ -1,43 +1,46 @@
-"""The consumer loop: poll Kafka, feed the pipeline, pause on backpressure, commit, drain on stop.
+"""The consumer loop: poll Kafka, feed the pipeline, pause when it cannot take more, commit, drain.
 
 Order of one loop turn (at-least-once reads top to bottom):
-  1. settle finished requests and acknowledged dead letters;
-  2. send partial batches that are due;
-  3. pause or resume partitions by how many events are unsettled (bounded memory);
-  4. consume a chunk of messages and hand each to the pipeline;
-  5. commit the positions whose every earlier event is settled.
+  1. settle finished requests and acknowledged dead letters, send due batches, probe when held;
+  2. pause or resume partitions: paused while Braze is held, or while too many events are
+     unsettled (bounded memory);
+  3. consume a chunk of messages and hand each to the pipeline;
+  4. commit what settled: the fully settled prefix of each partition, and in the commit's
+     metadata what settled beyond it, so a crash re-sends only the requests in flight.
+On assignment the commit metadata of the earlier owner is read back, so events it already settled
+are skipped; a cooperative revoke sends and settles only the revoked partitions' batches.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from consumer.clock import Clock, to_ms
 from consumer.kafka_io import KafkaSource
 from consumer.metrics import Metrics, MetricsServer
 from consumer.offsets import TopicPartition
 from consumer.pipeline import Pipeline
+from consumer.progress import decode as decode_progress
 
 log = logging.getLogger(__name__)
 
 _CONSUME_BATCH = 500
 _LAG_INTERVAL_S = 5.0
+_COMMITTED_TIMEOUT_S = 10.0
+_BUSY_POLL_S = 0.005  # results are waiting: come back for them almost at once
+_IDLE_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
 class LoopSettings:
     max_buffered_events: int
-    commit_interval_s: float
+    commit_interval_s: float  # at most one commit per this long; 0: after every turn that settled
     drain_timeout_s: float
     revoke_timeout_s: float
     exit_when_idle_s: float | None = None  # demo/replay: stop once caught up and idle this long
-
-
-def monotonic_ms() -> int:
-    return int(time.monotonic() * 1000)
 
 
 class ConsumerService:
@@ -50,15 +53,19 @@ class ConsumerService:
         metrics: Metrics,
         server: MetricsServer | None,
         settings: LoopSettings,
+        *,
+        clock: Clock,
     ) -> None:
         self.pipeline = pipeline
         self._metrics = metrics
         self._server = server
         self._settings = settings
+        self._clock = clock
         self._stop = threading.Event()
         self._assigned: set[TopicPartition] = set()
         self._paused = False
         self._closing = False
+        self._last_commit_s = 0.0
         self._source = source_factory(self)
 
     def stop(self) -> None:
@@ -68,26 +75,30 @@ class ConsumerService:
     # -- rebalance callbacks (run inside consume()) ------------------------------------------
 
     def on_assign(self, tps: list[TopicPartition]) -> None:
-        log.info("assigned %s", _fmt(tps))
+        committed = self._source.committed(tps, _COMMITTED_TIMEOUT_S)
+        inherited = {tp: decode_progress(c.metadata, c.offset) for tp, c in committed.items()}
+        beyond = sum(end - start for ranges in inherited.values() for start, end in ranges)
+        log.info("assigned %s (%d offsets already settled beyond the commits)", _fmt(tps), beyond)
         self._assigned.update(tps)
-        self.pipeline.assigned(tps)
+        self.pipeline.assign(tps, inherited)
         if self._paused:
             self._source.pause(tps)
 
     def on_revoke(self, tps: list[TopicPartition]) -> None:
         log.info("revoking %s", _fmt(tps))
-        if not self._closing:
-            self.pipeline.submit(self.pipeline.batcher.flush())
-            self._settle_until(set(tps), self._settings.revoke_timeout_s)
-        self._commit(asynchronous=False)
+        timeout_s = 0.0 if self._closing else self._settings.revoke_timeout_s
+        commits = self.pipeline.revoke(tps, timeout_s)
+        commits = {tp: c for tp, c in commits.items() if tp in self._assigned}
+        if commits and self._source.commit(commits, asynchronous=False):
+            self._metrics.committed(len(commits))
         self._forget(tps)
 
     def on_lost(self, tps: list[TopicPartition]) -> None:
         log.warning("partitions lost (no commit possible): %s", _fmt(tps))
+        self.pipeline.lose(tps)
         self._forget(tps)
 
     def _forget(self, tps: list[TopicPartition]) -> None:
-        self.pipeline.tracker.forget(tps)
         self._metrics.forget_partitions(tps)
         self._assigned.difference_update(tps)
 
@@ -101,20 +112,18 @@ class ConsumerService:
 
     def run(self, topics: frozenset[str]) -> int:
         self._source.subscribe(topics)
-        last_commit = last_lag = time.monotonic()
+        last_lag_s = self._clock.monotonic_s()
         idle_since: float | None = None
         try:
             while not self._stop.is_set():
                 consumed = self._turn()
                 self._set_ready(True)
-                now = time.monotonic()
-                if now - last_commit >= self._settings.commit_interval_s:
-                    self._commit(asynchronous=True)
-                    last_commit = now
-                if now - last_lag >= _LAG_INTERVAL_S:
+                now_s = self._clock.monotonic_s()
+                self._commit_due(now_s)
+                if now_s - last_lag_s >= _LAG_INTERVAL_S:
                     self._update_lag()
-                    last_lag = now
-                idle_since = self._idle_check(consumed, idle_since, now)
+                    last_lag_s = now_s
+                idle_since = self._idle_check(consumed, idle_since, now_s)
             return self._drain()
         finally:
             self._closing = True
@@ -123,68 +132,77 @@ class ConsumerService:
 
     def _turn(self) -> int:
         pipeline = self.pipeline
-        pipeline.tick(monotonic_ms())
-        self._backpressure()
+        pipeline.tick()
+        self._flow_control()
         messages = self._source.consume(_CONSUME_BATCH, self._poll_timeout_s())
         for raw in messages:
-            pipeline.handle(raw, monotonic_ms())
-        self._publish_gauges()
+            pipeline.handle(raw)
+        self.publish_gauges()
         return len(messages)
 
     def _poll_timeout_s(self) -> float:
-        """Short while requests are in flight or a batch is waiting, so results settle promptly."""
-        due = self.pipeline.batcher.next_due_ms()
-        if self.pipeline.in_flight_requests or self.pipeline.dead_letters_unacked:
-            return 0.02
-        if due is None:
-            return 0.2
-        return min(0.2, max(0.0, (due - monotonic_ms()) / 1000))
+        """Short while requests are in flight or a batch is waiting, so results settle promptly
+        (a settled result is committed in the same turn)."""
+        if self.pipeline.busy:
+            return _BUSY_POLL_S
+        due_ms = self.pipeline.next_due_ms()
+        if due_ms is None:
+            return _IDLE_POLL_S
+        now_ms = to_ms(self._clock.monotonic_s())
+        return min(_IDLE_POLL_S, max(0.0, (due_ms - now_ms) / 1000))
 
-    def _backpressure(self) -> None:
-        unsettled = self.pipeline.tracker.unsettled()
+    def _flow_control(self) -> None:
+        """Paused while Braze is held, or while too many events are unsettled."""
+        unsettled = self.pipeline.unsettled()
         limit = self._settings.max_buffered_events
-        if not self._paused and unsettled >= limit:
-            log.info("pausing %d partitions: %d events unsettled", len(self._assigned), unsettled)
+        if not self._paused and (unsettled >= limit or not self.pipeline.wants_input):
+            why = "holding for Braze" if self.pipeline.holding else f"{unsettled} unsettled"
+            log.info("pausing %d partitions: %s", len(self._assigned), why)
             self._source.pause(sorted(self._assigned))
             self._paused = True
-        elif self._paused and unsettled <= limit // 2:
+        elif self._paused and unsettled <= limit // 2 and self.pipeline.wants_input:
             log.info("resuming %d partitions", len(self._assigned))
             self._source.resume(sorted(self._assigned))
             self._paused = False
         self._metrics.set_paused_partitions(len(self._assigned) if self._paused else 0)
 
+    def _commit_due(self, now_s: float) -> None:
+        if now_s - self._last_commit_s >= self._settings.commit_interval_s:
+            self._commit(asynchronous=True)
+            self._last_commit_s = now_s
+
     def _commit(self, *, asynchronous: bool) -> None:
-        offsets = self.pipeline.tracker.take_commits()
-        offsets = {tp: o for tp, o in offsets.items() if tp in self._assigned}
-        if offsets and self._source.commit(offsets, asynchronous=asynchronous):
-            self._metrics.committed(len(offsets))
+        commits = self.pipeline.take_commits()
+        commits = {tp: c for tp, c in commits.items() if tp in self._assigned}
+        if commits and self._source.commit(commits, asynchronous=asynchronous):
+            self._metrics.committed(len(commits))
 
     def _update_lag(self) -> None:
         for (topic, partition), lag in self._source.lag(sorted(self._assigned)).items():
             self._metrics.set_lag(topic, partition, lag)
 
-    def _publish_gauges(self) -> None:
-        self._metrics.set_in_flight_events(self.pipeline.tracker.unsettled())
-        self._metrics.set_buffered(
-            self.pipeline.batcher.pending, self.pipeline.batcher.open_batches
-        )
-        self._metrics.set_in_flight_requests(self.pipeline.in_flight_requests)
+    def publish_gauges(self) -> None:
+        """Gauges and the liveness heartbeat; also called during long waits (drain, revoke)."""
+        pipeline = self.pipeline
+        self._metrics.set_in_flight_events(pipeline.unsettled())
+        self._metrics.set_buffered(pipeline.buffered, pipeline.open_batches)
+        self._metrics.set_in_flight_requests(pipeline.in_flight_requests)
         if self._server is not None:
-            self._server.heartbeat(time.monotonic())
+            self._server.heartbeat(self._clock.monotonic_s())
 
-    def _idle_check(self, consumed: int, idle_since: float | None, now: float) -> float | None:
+    def _idle_check(self, consumed: int, idle_since: float | None, now_s: float) -> float | None:
         """For `--exit-when-idle`: caught up, nothing buffered or unsettled, for a while."""
         limit = self._settings.exit_when_idle_s
         pipeline = self.pipeline
         if limit is None or consumed or not self._assigned:
             return None
-        if pipeline.tracker.unsettled() or pipeline.batcher.pending:
+        if pipeline.unsettled() or pipeline.buffered:
             return None
         if any(self._source.lag(sorted(self._assigned)).values()):
             return None
         if idle_since is None:
-            return now
-        if now - idle_since >= limit:
+            return now_s
+        if now_s - idle_since >= limit:
             log.info("caught up and idle for %.1fs: stopping", limit)
             self._stop.set()
         return idle_since
@@ -194,29 +212,16 @@ class ConsumerService:
     def _drain(self) -> int:
         """Stop consuming, flush batches, wait (bounded) for sends and dead letters, commit."""
         self._set_ready(False)
-        log.info("draining: %d events unsettled", self.pipeline.tracker.unsettled())
-        self.pipeline.submit(self.pipeline.batcher.flush())
-        settled = self._settle_until(None, self._settings.drain_timeout_s)
+        log.info("draining: %d events unsettled", self.pipeline.unsettled())
+        self.pipeline.flush()
+        settled = self.pipeline.settle(self._settings.drain_timeout_s)
         self._commit(asynchronous=False)
         if not settled:
             log.warning(
                 "drain timeout: %d events unsettled; they will be re-read after restart",
-                self.pipeline.tracker.unsettled(),
+                self.pipeline.unsettled(),
             )
         return 0
-
-    def _settle_until(self, tps: set[TopicPartition] | None, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        tracker = self.pipeline.tracker
-        while True:
-            remaining = sum(tracker.unsettled(tp) for tp in tps) if tps else tracker.unsettled()
-            if remaining == 0:
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.pipeline.tick(monotonic_ms(), min(0.05, left))
-            self._publish_gauges()  # keeps /healthz beating through a long drain
 
 
 def _fmt(tps: list[TopicPartition]) -> str:

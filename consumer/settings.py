@@ -11,7 +11,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from consumer.yaml_lines import LineIndex, YamlError, load_yaml_with_lines
 
@@ -45,7 +53,9 @@ class KafkaSettings(_Section):
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(45_000, ge=6_000, le=300_000)
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
-    commit_interval_ms: int = Field(1_000, ge=50, le=60_000)
+    # At most one offset commit per this long; 0 commits after every loop turn that settled
+    # something, so a crash re-sends only what was in flight.
+    commit_interval_ms: int = Field(0, ge=0, le=60_000)
     client: dict[str, ClientValue] = Field(default_factory=dict)
 
     @field_validator("client")
@@ -65,9 +75,16 @@ class BrazeSettings(_Section):
     max_in_flight: int = Field(24, ge=1, le=64)
     connect_timeout_ms: int = Field(5_000, ge=100)
     read_timeout_ms: int = Field(30_000, ge=100)
-    max_attempts: int = Field(6, ge=1, le=50)
-    max_retry_time_s: float = Field(300.0, gt=0)
+    # Attempts of one request (429, 5xx, timeouts); after them the service holds and probes.
+    max_attempts: int = Field(3, ge=1, le=50)
+    max_retry_time_s: float = Field(30.0, gt=0)
     max_rate_limit_wait_s: float = Field(3_600.0, gt=0)
+    # While held for a Braze or deployment failure: first and longest wait between probes.
+    probe_initial_interval_s: float = Field(1.0, gt=0, le=3_600)
+    probe_max_interval_s: float = Field(30.0, gt=0, le=3_600)
+    # A Canvas/campaign Braze rejects whatever the recipients: dead-letter its intents without a
+    # request for this long (0: always ask Braze).
+    rejected_target_cooldown_s: float = Field(600.0, ge=0)
 
     @field_validator("rest_endpoint")
     @classmethod
@@ -94,8 +111,21 @@ class ShutdownSettings(_Section):
 
 
 class DeadLetterSettings(_Section):
-    # Stop instead of dead-lettering everything after a bad deploy (arroyo's limit).
-    max_consecutive: int = Field(1_000, ge=1)
+    # Stop (exit 1) instead of dead-lettering the stream after a bad deploy: more than
+    # `max_share` of the last `window` matched events dead-lettered, once `min_events` are in.
+    max_share: float = Field(0.5, gt=0, le=1)
+    window: int = Field(1_000, ge=1, le=1_000_000)
+    min_events: int = Field(100, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and "max_consecutive" in data:
+            raise ValueError(
+                "max_consecutive was replaced by max_share and window "
+                "(a share of dead letters, not a streak)"
+            )
+        return data
 
 
 class Settings(_Section):

@@ -106,9 +106,13 @@ class CompiledRule:
             if not condition.holds(document):
                 return None
         try:
-            if self.max_event_age_ms is not None and self._too_old(event, now_ms):
-                return RuleSkip(self.rule_id, "max_event_age")
-            return self._intent(document)
+            stale_after_ms = None
+            if self.max_event_age_ms is not None:
+                event_ms = self._event_ms(event)
+                stale_after_ms = None if event_ms is None else event_ms + self.max_event_age_ms
+                if stale_after_ms is not None and now_ms > stale_after_ms:
+                    return RuleSkip(self.rule_id, "max_event_age")
+            return self._intent(document, stale_after_ms)
         except _MappingError as failed:
             return MappingFailure(self.rule_id, failed.failure_field, str(failed), failed.reason)
         except RecursionError:
@@ -116,17 +120,14 @@ class CompiledRule:
             # Python's stack limit. That event cannot be mapped, and says so.
             return MappingFailure(self.rule_id, "event", "the event is nested too deeply to map")
 
-    def _too_old(self, event: Event, now_ms: int) -> bool:
-        assert self.max_event_age_ms is not None
+    def _event_ms(self, event: Event) -> int | None:
+        """When the event happened: `event_time` if the rule names one, else the Kafka timestamp
+        (None without one, never from a modern broker: then nothing says the event is stale)."""
         if self.event_time is None:
-            event_ms = event.raw.meta.timestamp_ms
-            # No timestamp (never from a modern broker): nothing says the event is stale.
-            return event_ms is not None and now_ms - event_ms > self.max_event_age_ms
-        return now_ms - _event_time_ms(resolve(event.document, self.event_time)) > (
-            self.max_event_age_ms
-        )
+            return event.raw.meta.timestamp_ms
+        return _event_time_ms(resolve(event.document, self.event_time))
 
-    def _intent(self, document: JSONObject) -> SendIntent:
+    def _intent(self, document: JSONObject, stale_after_ms: int | None) -> SendIntent:
         identifier, user_key = self.identity.render(document)
         recipient: JSONObject = {self.identity.kind: identifier}
         if self.prioritization is not None:
@@ -150,7 +151,7 @@ class CompiledRule:
         # too-large properties, so the common case serialises once.
         if size_bytes > MAX_PROPERTIES_BYTES:
             _check_size(recipient.get(self.endpoint.properties_field))
-        return SendIntent(self.rule_id, key, recipient, user_key, size_bytes)
+        return SendIntent(self.rule_id, key, recipient, user_key, size_bytes, stale_after_ms)
 
 
 def _required_string(template: Template, document: JSONObject, field: str) -> str:

@@ -93,7 +93,7 @@ def test_headers(letter: DeadLetter, expected: dict[str, str]) -> None:
 
 
 def test_product_contract_headers_are_all_present() -> None:
-    letter = DeadLetter(RAW, Reason.RETRIES_EXHAUSTED, "503", "r", 503, 6, FIRST, LAST)
+    letter = DeadLetter(RAW, Reason.BRAZE_REJECTED, "400", "r", 400, 6, FIRST, LAST)
     names = set(dlq_headers(letter.headers()))
     contract = {
         "dlq.reason",

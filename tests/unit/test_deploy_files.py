@@ -128,12 +128,20 @@ def test_alerts_select_the_job_the_pod_monitor_sets() -> None:
     assert jobs == {job}
 
 
-def test_api_key_only_from_a_secret() -> None:
-    env = {e["name"]: e for e in CONTAINER["env"]}
-    assert env["BRAZE_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "braze-consumer-api-key"
-    assert "value" not in env["BRAZE_API_KEY"]
+def test_api_key_only_from_a_mounted_secret_file() -> None:
+    # A file, not an environment variable: a rotated Secret reaches a mounted volume (one without
+    # subPath), and the service re-reads braze.api_key_file after a 401/403.
+    env = {e["name"] for e in CONTAINER["env"]}
+    assert "BRAZE_API_KEY" not in env
+    volumes = {v["name"]: v for v in OBJECTS["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["api-key"]["secret"]["secretName"] == "braze-consumer-api-key"
+    [mount] = [m for m in CONTAINER["volumeMounts"] if m["name"] == "api-key"]
+    assert "subPath" not in mount
+    assert mount["readOnly"] is True
+    braze = yaml.safe_load(SETTINGS_TEXT)["braze"]
+    assert braze["api_key_file"] == mount["mountPath"] + "/api-key"
     assert "Secret" not in OBJECTS  # the Secret is created by hand, never committed
-    assert "api_key" not in yaml.safe_load(SETTINGS_TEXT)["braze"]
+    assert "api_key" not in braze
 
 
 @pytest.mark.parametrize(

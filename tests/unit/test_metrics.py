@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from consumer.braze.answers import HoldCause
 from consumer.metrics import (
     LATENCY_BUCKETS_S,
     RECIPIENT_BUCKETS,
@@ -87,6 +88,10 @@ def test_status_classes() -> None:
 
 EXPECTED_TYPES = {
     "braze_consumer_events_consumed": "counter",
+    "braze_consumer_braze_holding": "gauge",
+    "braze_consumer_hold_probes": "counter",
+    "braze_consumer_events_already_settled": "counter",
+    "braze_consumer_target_rejections": "counter",
     "braze_consumer_events_matched": "counter",
     "braze_consumer_events_skipped": "counter",
     "braze_consumer_events_dead_lettered": "counter",
@@ -119,10 +124,14 @@ def exercise(m: Metrics) -> None:
     m.event_matched("order-shipped")
     m.event_skipped("order-shipped", "max_event_age")
     m.dead_lettered(None, "invalid_json")
-    m.request_done(CANVAS, 201, 0.12, 50)
+    m.request_done(CANVAS, 201, 0.12, 50, True)
     m.retry_scheduled(CANVAS, "5xx")
     m.rate_limit_wait(2.5)
     m.set_lag("shop.orders", 3, 42)
+    m.set_holding(HoldCause.AUTH)
+    m.hold_probe(ok=False)
+    m.already_settled("shop.orders")
+    m.target_rejected("order-shipped", "canvas-1")
 
 
 def test_every_family_has_its_name_and_type(metrics: Metrics, server: MetricsServer) -> None:
@@ -149,30 +158,35 @@ def test_no_user_identifier_in_label_names(metrics: Metrics, server: MetricsServ
         "le",
         "version",
         "python",
+        "cause",  # why sends are held
+        "result",  # of a hold probe
+        "target",  # a Canvas or campaign id from the rules, never a user
     }
 
 
 @pytest.mark.parametrize(
-    ("status", "recipients", "want_class", "want_sent", "want_success"),
+    ("status", "accepted", "recipients", "want_class", "want_sent", "want_success"),
     [
-        pytest.param(201, 50, "2xx", 50.0, True, id="2xx counts recipients and success time"),
-        pytest.param(400, 50, "4xx", None, False, id="4xx sends nothing"),
-        pytest.param(429, 7, "429", None, False, id="429 is its own class"),
-        pytest.param(503, 7, "5xx", None, False, id="5xx sends nothing"),
-        pytest.param(None, 7, "error", None, False, id="transport error"),
-        pytest.param(201, 0, "2xx", None, False, id="send_id create is not a send"),
+        pytest.param(201, True, 50, "2xx", 50.0, True, id="success counts recipients and time"),
+        pytest.param(200, False, 50, "2xx", None, False, id="a 2xx that is not Braze's answer"),
+        pytest.param(400, False, 50, "4xx", None, False, id="4xx sends nothing"),
+        pytest.param(429, False, 7, "429", None, False, id="429 is its own class"),
+        pytest.param(503, False, 7, "5xx", None, False, id="5xx sends nothing"),
+        pytest.param(None, False, 7, "error", None, False, id="transport error"),
+        pytest.param(201, True, 0, "2xx", None, False, id="send_id create is not a send"),
     ],
 )
 def test_request_done(
     metrics: Metrics,
     server: MetricsServer,
     status: int | None,
+    accepted: bool,
     recipients: int,
     want_class: str,
     want_sent: float | None,
     want_success: bool,
 ) -> None:
-    metrics.request_done(CANVAS, status, 0.25, recipients)
+    metrics.request_done(CANVAS, status, 0.25, recipients, accepted)
     f = scrape(server)
     assert value(f, "braze_consumer_requests_total", endpoint=CANVAS, status_class=want_class) == 1
     assert value(f, "braze_consumer_request_duration_seconds_sum", endpoint=CANVAS) == 0.25
@@ -183,7 +197,7 @@ def test_request_done(
 
 
 def test_histogram_buckets(metrics: Metrics, server: MetricsServer) -> None:
-    metrics.request_done(CANVAS, 201, 0.12, 49)
+    metrics.request_done(CANVAS, 201, 0.12, 49, True)
     f = scrape(server)
     latency = {
         s.labels["le"]: s.value
@@ -346,3 +360,16 @@ def test_stop_frees_the_port(metrics: Metrics) -> None:
     srv.stop()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
+
+
+def test_holding_gauge_names_one_cause_at_a_time(metrics: Metrics, server: MetricsServer) -> None:
+    causes = [c.value for c in HoldCause]
+    f = scrape(server)
+    assert [value(f, "braze_consumer_braze_holding", cause=c) for c in causes] == [0.0] * 4
+    metrics.set_holding(HoldCause.AUTH)
+    f = scrape(server)
+    held = {c: value(f, "braze_consumer_braze_holding", cause=c) for c in causes}
+    assert held == {"outage": 0.0, "auth": 1.0, "rate_limit": 0.0, "unexpected_response": 0.0}
+    metrics.set_holding(None)
+    f = scrape(server)
+    assert [value(f, "braze_consumer_braze_holding", cause=c) for c in causes] == [0.0] * 4

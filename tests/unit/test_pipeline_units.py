@@ -1,11 +1,13 @@
-"""Pipeline with fakes: when an offset may be committed, given sends and dead-letter acks.
+"""Pipeline with fakes: when an offset may be committed, given sends, holds and dead-letter acks.
 
 Real rules, batcher, offset tracker and metrics; a fake sender whose requests a test can hold
-back, and a fake dead-letter sink whose acknowledgements arrive (or fail) when the test polls.
+back or fail, a fake dead-letter sink whose acknowledgements arrive (or fail) when the test polls,
+and a manual clock for every deadline (probes, backoffs, staleness).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -16,19 +18,25 @@ from datetime import UTC, datetime
 import pytest
 
 from consumer.batching import Batcher
+from consumer.braze.answers import HoldCause
 from consumer.braze.client import ClientClosedError, RecipientResult
+from consumer.clock import ManualClock, to_ms
 from consumer.deadletter import DeadLetter
 from consumer.events import KafkaMeta, RawMessage
+from consumer.guard import GuardPolicy
+from consumer.hold import HoldPolicy
 from consumer.intents import BatchKey
 from consumer.json_types import JSONObject
 from consumer.metrics import Metrics
-from consumer.offsets import OffsetTracker, TopicPartition
-from consumer.pipeline import HaltError, Pipeline, Ticket
+from consumer.offsets import Commit, OffsetTracker, TopicPartition
+from consumer.pipeline import HaltError, Pipeline, PipelineSettings, Ticket
+from consumer.progress import decode
 from consumer.rules import load_rules_text
 
 TP: TopicPartition = ("t", 0)
-NOW_MS = 1_714_558_000_000
+TP1: TopicPartition = ("t", 1)
 WAIT_S = 5.0  # upper bound for a worker thread to finish; tests normally take milliseconds
+FAILED_AT = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 
 RULES = """\
 rules:
@@ -67,14 +75,18 @@ rules:
 class FakeSender:
     """Records every request; holds it while its target or user has a closed gate.
 
-    What becomes of a recipient is chosen by its user id: `reject*` is rejected (400),
-    `exhaust*` runs out of retries (503), anything else is sent. `raises` replaces the result.
+    What becomes of a recipient is chosen by its user id: `reject*` is rejected (400), anything
+    else is sent, unless `failing` names a hold cause (every recipient is then held) or
+    `whole_reject` says Braze refuses the request as a whole. `raises` replaces the result.
     """
 
     def __init__(self) -> None:
         self.calls: list[tuple[BatchKey, list[JSONObject]]] = []
+        self.probes: list[HoldCause] = []
         self.gates: dict[str, threading.Event] = {}
         self.raises: BaseException | None = None
+        self.failing: HoldCause | None = None
+        self.whole_reject = False
         self._lock = threading.Lock()
 
     def hold(self, *names: str) -> None:
@@ -84,6 +96,9 @@ class FakeSender:
     def release(self, *names: str) -> None:
         for name in names or tuple(self.gates):
             self.gates[name].set()
+
+    def prepare_probe(self, cause: HoldCause) -> None:
+        self.probes.append(cause)
 
     def send_batch(self, key: BatchKey, recipients: Sequence[JSONObject]) -> list[RecipientResult]:
         with self._lock:
@@ -95,16 +110,38 @@ class FakeSender:
                 raise AssertionError(f"gate {name} never released")
         if self.raises is not None:
             raise self.raises
-        return [_result(i, str(r.get("external_user_id"))) for i, r in enumerate(recipients)]
+        return [self._result(i, str(r.get("external_user_id"))) for i, r in enumerate(recipients)]
 
-
-def _result(index: int, user: str) -> RecipientResult:
-    failed_at = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
-    if user.startswith("reject"):
-        return RecipientResult(index, "rejected", 400, "invalid user", 1, failed_at, None)
-    if user.startswith("exhaust"):
-        return RecipientResult(index, "exhausted", 503, "unavailable", 6, failed_at, None)
-    return RecipientResult(index, "sent", 201, "", 1, None, f"dispatch-{index}")
+    def _result(self, index: int, user: str) -> RecipientResult:
+        if self.failing is not None:
+            return RecipientResult(
+                index=index,
+                outcome="held",
+                http_status=503,
+                error="HTTP 503: unavailable",
+                attempts=3,
+                first_failed_at=FAILED_AT,
+                cause=self.failing,
+            )
+        if self.whole_reject or user.startswith("reject"):
+            return RecipientResult(
+                index=index,
+                outcome="rejected",
+                http_status=400,
+                error="Invalid Canvas ID" if self.whole_reject else "invalid user",
+                attempts=1,
+                first_failed_at=FAILED_AT,
+                whole_request=self.whole_reject,
+            )
+        return RecipientResult(
+            index=index,
+            outcome="sent",
+            http_status=201,
+            error="",
+            attempts=1,
+            first_failed_at=None,
+            dispatch_id=f"dispatch-{index}",
+        )
 
 
 @dataclass
@@ -114,12 +151,15 @@ class FakeDeadLetters:
     written: list[DeadLetter] = field(default_factory=list)
     waiting: list[Callable[[str | None], None]] = field(default_factory=list)
     error: str | None = None
+    paused: bool = False  # acknowledgements wait while True
 
     def write(self, letter: DeadLetter, on_done: Callable[[str | None], None]) -> None:
         self.written.append(letter)
         self.waiting.append(on_done)
 
     def poll(self, timeout_s: float = 0.0) -> int:
+        if self.paused:
+            return 0
         callbacks, self.waiting = self.waiting, []
         for on_done in callbacks:
             on_done(self.error)
@@ -127,38 +167,37 @@ class FakeDeadLetters:
 
 
 @dataclass
-class Clock:
-    now_ms: int = NOW_MS
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-
-@dataclass
 class Harness:
     pipeline: Pipeline
+    tracker: OffsetTracker
     sender: FakeSender
     sink: FakeDeadLetters
-    clock: Clock
+    clock: ManualClock
     metrics: Metrics
-    next_offset: int = 0
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
     def handle(
-        self, document: JSONObject | None = None, *, value: bytes | None = None, age_ms: int = 0
+        self,
+        document: JSONObject | None = None,
+        *,
+        value: bytes | None = None,
+        age_ms: int = 0,
+        tp: TopicPartition = TP,
     ) -> int:
-        """Feeds the next message of TP (JSON of `document`, or raw `value`); its offset."""
-        offset = self.next_offset
-        self.next_offset += 1
+        """Feeds the next message of `tp` (JSON of `document`, or raw `value`); its offset."""
+        offset = self.offsets.get(tp, 0)
+        self.offsets[tp] = offset + 1
         body = value if document is None else json.dumps(document).encode()
-        meta = KafkaMeta(TP[0], TP[1], offset, timestamp_ms=self.clock.now_ms - age_ms)
-        self.pipeline.handle(RawMessage(meta, body), self.clock.now_ms)
+        timestamp_ms = to_ms(self.clock.wall_s()) - age_ms
+        meta = KafkaMeta(tp[0], tp[1], offset, timestamp_ms=timestamp_ms)
+        self.pipeline.handle(RawMessage(meta, body))
         return offset
 
     def drain(self) -> None:
         """Settles every request sent so far (their gates must be open)."""
         deadline = time.monotonic() + WAIT_S
         while self.pipeline.in_flight_requests and time.monotonic() < deadline:
-            self.pipeline.collect(0.05)
+            self.pipeline.tick(0.05)
         assert self.pipeline.in_flight_requests == 0, "requests still in flight"
 
     def wait_for_calls(self, count: int) -> None:
@@ -169,7 +208,7 @@ class Harness:
 
     @property
     def position(self) -> int | None:
-        return self.pipeline.tracker.committable(TP)
+        return self.tracker.committable(TP)
 
     def sample(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(f"braze_consumer_{name}", labels)
@@ -180,21 +219,31 @@ class Harness:
 def make() -> Iterator[Callable[..., Harness]]:
     built: list[Harness] = []
 
-    def build(max_recipients: int = 1, max_consecutive: int = 100) -> Harness:
-        sender, sink, clock, metrics = FakeSender(), FakeDeadLetters(), Clock(), Metrics()
+    def build(
+        max_recipients: int = 1,
+        guard: GuardPolicy | None = None,
+        cooldown_s: float = 600.0,
+    ) -> Harness:
+        sender, sink, clock, metrics = FakeSender(), FakeDeadLetters(), ManualClock(), Metrics()
+        tracker = OffsetTracker()
+        settings = PipelineSettings(
+            max_in_flight=4,
+            hold=HoldPolicy(initial_probe_interval_s=1.0, max_probe_interval_s=4.0),
+            guard=guard or GuardPolicy(window=100, max_share=0.9, min_events=100),
+            rejected_target_cooldown_s=cooldown_s,
+        )
         pipeline = Pipeline(
             rules=load_rules_text(RULES),
             batcher=Batcher[Ticket](max_recipients, max_wait_ms=1_000),
-            tracker=OffsetTracker(),
+            tracker=tracker,
             sender=sender,
             dead_letters=sink,
             metrics=metrics,
-            max_in_flight=4,
-            max_consecutive_dead_letters=max_consecutive,
-            wall_ms=clock,
+            clock=clock,
+            settings=settings,
         )
-        pipeline.assigned([TP])
-        harness = Harness(pipeline, sender, sink, clock, metrics)
+        pipeline.assign([TP, TP1])
+        harness = Harness(pipeline, tracker, sender, sink, clock, metrics)
         built.append(harness)
         return harness
 
@@ -213,13 +262,13 @@ def test_no_commit_position_before_the_send_result(make: Callable[..., Harness])
     h.sender.hold("u-1")
     h.handle({"type": "one", "user": "u-1"})
     h.wait_for_calls(1)
-    h.pipeline.collect(0.05)
+    h.pipeline.tick(0.05)
     assert h.position is None
-    assert h.pipeline.tracker.take_commits() == {}
+    assert h.tracker.take_commits() == {}
     h.sender.release()
     h.drain()
     assert h.position == 1
-    assert h.pipeline.tracker.take_commits() == {TP: 1}
+    assert h.tracker.take_commits() == {TP: Commit(offset=1, metadata="")}
     assert h.pipeline.stats.recipients_sent == 1
 
 
@@ -239,7 +288,11 @@ def test_partial_batch_waits_for_the_batcher(make: Callable[..., Harness]) -> No
     h.handle({"type": "one", "user": "u-1"})
     assert h.sender.calls == []
     assert h.position is None
-    h.pipeline.submit(h.pipeline.batcher.due(NOW_MS + 1_000))
+    h.clock.advance(0.999)
+    h.pipeline.tick()
+    assert h.sender.calls == []
+    h.clock.advance(0.001)
+    h.pipeline.tick()
     h.drain()
     assert h.position == 1
 
@@ -264,7 +317,7 @@ def test_commit_never_passes_an_unsettled_offset(
     seen = []
     for user in release_order:
         h.sender.release(user)
-        h.pipeline.collect(WAIT_S)  # the one request just released
+        h.pipeline.tick(WAIT_S)  # the one request just released
         seen.append(h.position)
     assert seen == positions
 
@@ -287,7 +340,7 @@ def test_event_matching_two_rules_needs_both_settled(
     seen = []
     for target in (first, second):
         h.sender.release(target)
-        h.pipeline.collect(WAIT_S)
+        h.pipeline.tick(WAIT_S)
         seen.append(h.position)
     assert seen == positions
     assert h.pipeline.stats.matched == 2
@@ -307,13 +360,13 @@ def test_only_rule_keeps_that_rules_outcomes(
 ) -> None:
     h = make()
     dlq_tp: TopicPartition = ("braze-consumer.dlq", 3)
-    h.pipeline.assigned([dlq_tp])
+    h.pipeline.assign([dlq_tp])
     raw = RawMessage(KafkaMeta("t", 0, 40), json.dumps({"type": "both", "user": "u"}).encode())
-    h.pipeline.handle(raw, NOW_MS, (dlq_tp, 9), only_rule)
+    h.pipeline.handle(raw, (dlq_tp, 9), only_rule)
     h.drain()
     assert sorted(key.target_id for key, _ in h.sender.calls) == targets
     assert h.pipeline.stats.skipped == skipped
-    assert h.pipeline.tracker.committable(dlq_tp) == 10  # the replay position, not the event's
+    assert h.tracker.committable(dlq_tp) == 10  # the replay position, not the event's
     assert h.position is None
 
 
@@ -351,19 +404,14 @@ def test_event_within_max_event_age_is_sent(make: Callable[..., Harness]) -> Non
 # -- dead letters -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("user", "reason", "status", "attempts"),
-    [
-        pytest.param("reject-1", "braze_rejected", 400, 1, id="rejected"),
-        pytest.param("exhaust-1", "retries_exhausted", 503, 6, id="retries exhausted"),
-    ],
-)
-def test_failed_recipient_commits_only_after_the_dead_letter_ack(
-    make: Callable[..., Harness], user: str, reason: str, status: int, attempts: int
+def test_rejected_recipient_commits_only_after_the_dead_letter_ack(
+    make: Callable[..., Harness],
 ) -> None:
+    reason, status, attempts = "braze_rejected", 400, 1
     h = make(max_recipients=2)
+    h.sink.paused = True
     h.handle({"type": "one", "user": "u-ok"})
-    h.handle({"type": "one", "user": user})
+    h.handle({"type": "one", "user": "reject-1"})
     h.drain()
     assert h.position == 1  # the sent one; the failed one waits for its dead letter
     [letter] = h.sink.written
@@ -375,11 +423,12 @@ def test_failed_recipient_commits_only_after_the_dead_letter_ack(
     )
     assert letter.raw.meta.offset == 1
     assert letter.failed_at is not None
-    assert letter.first_failed_at == datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+    assert letter.first_failed_at == FAILED_AT
     assert h.sample("events_dead_lettered_total", rule="canvas-rule", reason=reason) == 0
-    h.pipeline.service_dead_letters()
+    h.sink.paused = False
+    h.pipeline.tick()
     assert h.position == 2
-    assert h.pipeline.stats.dead_lettered == {reason: 1}
+    assert h.pipeline.dead_lettered == {reason: 1}
     assert h.sample("events_dead_lettered_total", rule="canvas-rule", reason=reason) == 1
 
 
@@ -402,7 +451,7 @@ def test_undecodable_message_is_dead_lettered(
     assert letter.raw.value == value
     assert h.sender.calls == []
     assert h.position is None
-    h.pipeline.service_dead_letters()
+    h.pipeline.tick()
     assert h.position == 1
 
 
@@ -412,7 +461,7 @@ def test_mapping_failure_is_dead_lettered_with_its_rule(make: Callable[..., Harn
     [letter] = h.sink.written
     assert (letter.reason, letter.rule_id) == ("mapping_error", "needs-email")
     assert "recipient.email" in letter.error
-    h.pipeline.service_dead_letters()
+    h.pipeline.tick()
     assert h.position == 1
 
 
@@ -425,20 +474,20 @@ def test_failed_dead_letter_write_is_retried_and_blocks_the_commit(
     h.handle({"type": "other"})  # settled at once, but behind the dead letter
     h.sink.error = "broker unreachable"
     for attempt in range(1, failures + 1):
-        h.pipeline.service_dead_letters()  # the write fails; a retry is scheduled
+        h.pipeline.tick()  # the write fails; a retry is scheduled
         assert len(h.sink.written) == attempt
         assert h.pipeline.dead_letters_unacked == 1
-        h.pipeline.service_dead_letters()
-        h.clock.now_ms += 499
-        h.pipeline.service_dead_letters()
+        h.pipeline.tick()
+        h.clock.advance(0.499)
+        h.pipeline.tick()
         assert len(h.sink.written) == attempt, "retried before its backoff"
         assert h.position is None
-        h.clock.now_ms += 30_000
-        h.pipeline.service_dead_letters()
+        h.clock.advance(30.0)
+        h.pipeline.tick()
         assert len(h.sink.written) == attempt + 1, "not retried after the longest backoff"
     assert h.sample("dlq_write_failures_total") == failures
     h.sink.error = None
-    h.pipeline.service_dead_letters()
+    h.pipeline.tick()
     assert h.position == 2
     assert h.pipeline.dead_letters_unacked == 0
     first, *rest = h.sink.written
@@ -448,20 +497,24 @@ def test_failed_dead_letter_write_is_retried_and_blocks_the_commit(
 @pytest.mark.parametrize(
     ("kinds", "halts_at"),
     [
-        pytest.param(["bad"] * 3, None, id="up to the limit"),
-        pytest.param(["bad"] * 4, 3, id="one past the limit"),
-        pytest.param(["bad", "bad", "sent", "bad", "bad", "bad"], None, id="a send resets"),
-        pytest.param(["bad", "bad", "reject", "bad"], 3, id="rejections count"),
+        pytest.param(["bad"] * 3, None, id="fewer than min_events"),
+        pytest.param(["bad"] * 4, 3, id="min_events reached, all dead"),
+        pytest.param(["sent", "bad", "sent", "bad", "sent", "bad"], None, id="half is not more"),
+        pytest.param(["sent", "bad", "reject", "bad"], 3, id="rejections count"),
+        pytest.param(["skip"] * 10 + ["bad", "sent", "bad"], None, id="skips do not count"),
+        pytest.param(["bad"] * 3 + ["skip"] * 10 + ["bad"], 13, id="skips do not reset"),
     ],
 )
-def test_halt_after_too_many_consecutive_dead_letters(
+def test_guard_trips_on_a_share_of_dead_letters(
     make: Callable[..., Harness], kinds: list[str], halts_at: int | None
 ) -> None:
-    h = make(max_consecutive=3)
+    h = make(guard=GuardPolicy(window=6, max_share=0.5, min_events=4))
 
     def feed(kind: str) -> None:
         if kind == "bad":
             h.handle(value=b"x")
+        elif kind == "skip":
+            h.handle({"type": "unmatched"})
         else:
             h.handle({"type": "one", "user": "reject-1" if kind == "reject" else "u"})
             h.drain()
@@ -469,7 +522,7 @@ def test_halt_after_too_many_consecutive_dead_letters(
     for kind in kinds[:halts_at]:
         feed(kind)
     if halts_at is not None:
-        with pytest.raises(HaltError, match="consecutive dead letters"):
+        with pytest.raises(HaltError, match="of the last 4 matched events were dead-lettered"):
             feed(kinds[halts_at])
 
 
@@ -483,11 +536,11 @@ def test_send_result_from_an_older_assignment_does_not_settle(
     h.sender.hold("u-1")
     h.handle({"type": "one", "user": "u-1"})
     h.wait_for_calls(1)
-    h.pipeline.assigned([TP])  # revoked and assigned again while the request was out
+    h.pipeline.assign([TP])  # revoked and assigned again while the request was out
     h.sender.release()
     h.drain()
     assert h.position is None
-    assert h.pipeline.tracker.unsettled(TP) == 1
+    assert h.tracker.take_commits() == {}
 
 
 def test_dead_letter_ack_from_an_older_assignment_does_not_settle(
@@ -495,10 +548,10 @@ def test_dead_letter_ack_from_an_older_assignment_does_not_settle(
 ) -> None:
     h = make()
     h.handle(value=b"x")
-    h.pipeline.assigned([TP])
-    h.pipeline.service_dead_letters()
+    h.pipeline.assign([TP])
+    h.pipeline.tick()
     assert h.position is None
-    assert h.pipeline.tracker.unsettled(TP) == 1
+    assert h.tracker.take_commits() == {}
 
 
 def test_dead_letter_retry_from_an_older_assignment_is_dropped(
@@ -507,11 +560,11 @@ def test_dead_letter_retry_from_an_older_assignment_is_dropped(
     h = make()
     h.handle(value=b"x")
     h.sink.error = "broker unreachable"
-    h.pipeline.service_dead_letters()
-    h.pipeline.assigned([TP])  # the new owner re-reads the event and dead-letters it itself
+    h.pipeline.tick()
+    h.pipeline.assign([TP])  # the new owner re-reads the event and dead-letters it itself
     h.sink.error = None
-    h.clock.now_ms += 60_000
-    h.pipeline.service_dead_letters()
+    h.clock.advance(60.0)
+    h.pipeline.tick()
     assert len(h.sink.written) == 1
     assert h.pipeline.dead_letters_unacked == 0
 
@@ -523,21 +576,238 @@ def test_client_closed_leaves_the_units_unsettled(make: Callable[..., Harness]) 
     h.handle({"type": "one", "user": "u-2"})
     h.drain()
     assert h.position is None
-    assert h.pipeline.tracker.unsettled(TP) == 2
+    assert h.tracker.unsettled(TP) == 2
     assert h.sink.written == []
 
 
-def test_unexpected_sender_error_dead_letters_the_batch(make: Callable[..., Harness]) -> None:
+def test_unexpected_sender_error_holds_the_batch(make: Callable[..., Harness]) -> None:
     h = make(max_recipients=2)
     h.sender.raises = RuntimeError("bug in the client")
     h.handle({"type": "one", "user": "u-1"})
     h.handle({"type": "one", "user": "u-2"})
     h.drain()
-    assert [(d.reason, d.rule_id, d.raw.meta.offset) for d in h.sink.written] == [
-        ("retries_exhausted", "canvas-rule", 0),
-        ("retries_exhausted", "canvas-rule", 1),
-    ]
-    assert all("bug in the client" in d.error for d in h.sink.written)
+    assert h.sink.written == []
+    assert h.pipeline.holding
     assert h.position is None
-    h.pipeline.service_dead_letters()
+    h.sender.raises = None
+    h.clock.advance(1.0)
+    h.pipeline.tick()  # the probe
+    h.drain()
     assert h.position == 2
+    assert not h.pipeline.holding
+
+
+# -- holding through failures of Braze or the deployment ----------------------------------------
+
+
+def _hold_on(h: Harness, cause: HoldCause, events: int = 1) -> None:
+    """Make Braze fail with `cause` and feed `events` sends: the pipeline holds."""
+    h.sender.failing = cause
+    for n in range(events):
+        h.handle({"type": "one", "user": f"u-{n}"})
+    h.drain()
+    assert h.pipeline.holding
+
+
+@pytest.mark.parametrize("cause", list(HoldCause), ids=[c.value for c in HoldCause])
+def test_a_system_failure_holds_and_dead_letters_nothing(
+    make: Callable[..., Harness], cause: HoldCause
+) -> None:
+    h = make()
+    _hold_on(h, cause, events=3)
+    assert h.sink.written == []
+    assert h.position is None
+    assert not h.pipeline.wants_input  # the service pauses the partitions
+    assert h.sample("braze_holding", cause=cause.value) == 1
+    assert sum(h.sample("braze_holding", cause=c.value) for c in HoldCause) == 1
+    h.handle({"type": "one", "user": "u-new"})  # already fetched: parked, not sent
+    assert len(h.sender.calls) == 3
+
+
+def test_probes_one_request_at_a_time_with_capped_exponential_backoff(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    _hold_on(h, HoldCause.OUTAGE, events=3)
+    sent_at: list[float] = []
+    for _ in range(5):
+        calls = len(h.sender.calls)
+        for _step in range(100):  # 10 s in 0.1 s steps
+            h.clock.advance(0.1)
+            h.pipeline.tick()
+            h.drain()
+            if len(h.sender.calls) > calls:
+                break
+        assert len(h.sender.calls) == calls + 1, "one probe, not a storm"
+        sent_at.append(h.clock.monotonic_s())
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(sent_at)]
+    assert gaps == [2.0, 4.0, 4.0, 4.0]  # doubling from 1 s, capped at max_probe_interval_s
+    assert h.sample("hold_probes_total", result="failed") == 5
+    assert h.sink.written == []
+
+
+def test_a_probe_answered_resumes_at_full_speed(make: Callable[..., Harness]) -> None:
+    h = make()
+    _hold_on(h, HoldCause.OUTAGE, events=3)
+    h.sender.failing = None
+    h.clock.advance(1.0)
+    h.pipeline.tick()  # the probe goes out
+    h.drain()  # ... is answered: every parked batch goes out at once
+    h.drain()
+    assert not h.pipeline.holding
+    assert h.pipeline.wants_input
+    assert h.position == 3
+    assert h.pipeline.stats.recipients_sent == 3
+    assert h.sample("braze_holding", cause="outage") == 0
+    assert h.sample("hold_probes_total", result="ok") == 1
+    assert h.sink.written == []
+
+
+def test_a_probe_rejected_for_the_events_fault_also_ends_the_hold(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    h.sender.failing = HoldCause.OUTAGE
+    h.handle({"type": "one", "user": "reject-1"})
+    h.handle({"type": "one", "user": "u-2"})
+    h.drain()
+    h.sender.failing = None
+    h.clock.advance(1.0)
+    h.pipeline.tick()
+    h.drain()
+    h.drain()
+    assert not h.pipeline.holding
+    assert [d.reason for d in h.sink.written] == ["braze_rejected"]
+    assert h.position == 2
+
+
+def test_auth_hold_prepares_each_probe(make: Callable[..., Harness]) -> None:
+    h = make()
+    _hold_on(h, HoldCause.AUTH)
+    for _ in range(3):
+        h.clock.advance(5.0)
+        h.pipeline.tick()
+        h.drain()
+    assert h.sender.probes == [HoldCause.AUTH] * 3
+
+
+def test_events_that_grow_stale_while_held_are_skipped_not_sent(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    h.sender.failing = HoldCause.OUTAGE
+    h.handle({"type": "old", "user": "u-old"}, age_ms=3_000_000)  # stale in 600 s
+    h.handle({"type": "one", "user": "u-one"})
+    h.drain()
+    h.sender.failing = None
+    h.clock.advance(601.0)
+    h.pipeline.tick()
+    h.drain()
+    h.drain()
+    assert h.sample("events_skipped_total", rule="fresh-only", reason="max_event_age") == 1
+    assert [r[0]["external_user_id"] for _, r in h.sender.calls[2:]] == ["u-one"]
+    assert h.position == 2
+    assert h.sink.written == []
+
+
+def test_nothing_parked_lets_input_flow_so_the_next_batch_probes(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    _hold_on(h, HoldCause.OUTAGE, events=1)
+    h.pipeline.revoke([TP], timeout_s=0.0)  # its parked batch is dropped: the new owner sends it
+    assert h.pipeline.holding
+    assert h.pipeline.wants_input
+    h.pipeline.assign([TP])
+    h.sender.failing = None
+    h.handle({"type": "one", "user": "u-next"})
+    h.clock.advance(1.0)
+    h.pipeline.tick()
+    h.drain()
+    assert not h.pipeline.holding
+    assert [r[0]["external_user_id"] for _, r in h.sender.calls] == ["u-0", "u-next"]
+
+
+# -- a target Braze rejects as a whole ----------------------------------------------------------
+
+
+def test_a_target_rejected_as_a_whole_is_dead_lettered_without_requests(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(cooldown_s=60.0)
+    h.sender.whole_reject = True
+    h.handle({"type": "one", "user": "u-1"})
+    h.drain()
+    h.sender.whole_reject = False
+    for n in range(2, 6):
+        h.handle({"type": "one", "user": f"u-{n}"})
+    h.drain()
+    assert len(h.sender.calls) == 1
+    assert [d.error for d in h.sink.written] == ["Invalid Canvas ID"] * 5
+    assert h.sample("target_rejections_total", rule="canvas-rule", target="canvas-1") == 4
+    h.handle({"type": "both", "user": "u-9"})  # another target is unaffected
+    h.drain()
+    assert [k.target_id for k, _ in h.sender.calls] == ["canvas-1", "campaign-1"]
+    h.clock.advance(60.0)
+    h.handle({"type": "one", "user": "u-10"})  # the cooldown is over: Braze is asked again
+    h.drain()
+    assert [k.target_id for k, _ in h.sender.calls][-1] == "canvas-1"
+
+
+# -- lifecycle: revoke, inherited progress, commits ----------------------------------------------
+
+
+def test_revoke_sends_only_the_revoked_partitions_batches(make: Callable[..., Harness]) -> None:
+    h = make(max_recipients=50)
+    h.handle({"type": "one", "user": "u-1"}, tp=TP)
+    h.handle({"type": "mail", "email": "a@example.com"}, tp=TP1)
+    commits = h.pipeline.revoke([TP1], timeout_s=WAIT_S)
+    assert [k.target_id for k, _ in h.sender.calls] == ["campaign-2"]
+    assert commits == {TP1: Commit(offset=1, metadata="")}
+    assert h.pipeline.open_batches == 1  # TP's batch still waits for its turn
+
+
+def test_revoke_while_holding_drops_the_revoked_parked_work(make: Callable[..., Harness]) -> None:
+    h = make()
+    h.sender.failing = HoldCause.OUTAGE
+    h.handle({"type": "one", "user": "u-0"}, tp=TP)
+    h.handle({"type": "one", "user": "u-1"}, tp=TP1)
+    h.drain()
+    assert h.pipeline.revoke([TP1], timeout_s=0.0) == {}  # nothing can settle while held
+    h.sender.failing = None
+    h.clock.advance(1.0)
+    h.pipeline.tick()
+    h.drain()
+    h.drain()
+    sent = [r[0]["external_user_id"] for _, r in h.sender.calls[2:]]
+    assert sent == ["u-0"]  # u-1 belongs to the new owner now
+
+
+def test_events_settled_by_an_earlier_owner_are_not_sent_again(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    h.pipeline.assign([TP], {TP: ((1, 3),)})  # offsets 1 and 2 were settled beyond commit 0
+    for n in range(4):
+        h.handle({"type": "one", "user": f"u-{n}"})
+    h.drain()
+    assert [r[0]["external_user_id"] for _, r in h.sender.calls] == ["u-0", "u-3"]
+    assert h.position == 4
+    assert h.pipeline.stats.already_settled == 2
+    assert h.sample("events_already_settled_total", topic="t") == 2
+
+
+def test_out_of_order_completions_travel_in_the_commit_metadata(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    h.sender.hold("u0")
+    for n in range(3):
+        h.handle({"type": "one", "user": f"u{n}"})
+    h.wait_for_calls(3)
+    deadline = time.monotonic() + WAIT_S
+    while h.pipeline.in_flight_requests > 1 and time.monotonic() < deadline:
+        h.pipeline.tick(0.05)
+    [commit] = h.tracker.take_commits().values()
+    assert commit.offset == 0
+    assert decode(commit.metadata, 0) == ((1, 3),)
