@@ -204,7 +204,7 @@ class BrazeClient:
         try:
             key = self._key_source()
             _check_api_key(key)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # a missing or emptied Secret must not stop the service
             log.warning("could not re-read the Braze API key: %s", self._redact(str(exc)))
             return False
         if key == self._secret:
@@ -256,7 +256,7 @@ class BrazeClient:
                 cause=TRANSPORT_FAILURE.cause,
                 retry_now=True,
                 status=None,
-                detail=self._redact(detail),
+                detail=cut(self._redact(detail)),
                 body=None,
                 finished_at_s=self._clock(),
                 rate_wait_s=rate_wait_s,
@@ -279,7 +279,7 @@ class BrazeClient:
             cause=judgement.cause,
             retry_now=judgement.retry_now,
             status=status,
-            detail=self._redact(cut(detail)),
+            detail=cut(self._redact(detail)),
             body=parsed,
             finished_at_s=self._clock(),
             rate_wait_s=rate_wait_s,
@@ -331,7 +331,9 @@ class BrazeClient:
             raise ClientClosedError("the Braze client was closed while waiting")
 
     def _redact(self, text: str) -> str:
-        for secret in (self._secret, *self._old_secrets):
+        """Every key this client used, longest first (one may be a prefix of another); before
+        any cut, so no part of a key survives at the cut."""
+        for secret in sorted({self._secret, *self._old_secrets}, key=len, reverse=True):
             text = text.replace(secret, "[redacted]")
         return text
 
