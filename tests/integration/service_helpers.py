@@ -62,6 +62,7 @@ class Scenario:
         produce(self.bootstrap, self.topic, values, keys=keys, partition=partition)
 
     def config(self, **overrides: Any) -> Path:
+        """The service's settings; `section__key=value` overrides one key."""
         settings: dict[str, Any] = {
             "kafka": {
                 "bootstrap_servers": self.bootstrap,
@@ -88,8 +89,11 @@ class Scenario:
         path.write_text(yaml.safe_dump(settings), encoding="utf-8")
         return path
 
-    def start(self, config: Path, exit_when_idle_s: float | None = 2.0) -> ServiceProcess:
-        return ServiceProcess.start(config, self.workdir, exit_when_idle_s)
+    def start(
+        self, config: Path, exit_when_idle_s: float | None = 2.0, api_key: str | None = API_KEY
+    ) -> ServiceProcess:
+        """`api_key` None: no BRAZE_API_KEY, so the service reads braze.api_key_file."""
+        return ServiceProcess.start(config, self.workdir, exit_when_idle_s, api_key)
 
     def sent_users(self) -> Counter[str]:
         """external_user_id -> how many accepted requests carried it."""
@@ -130,15 +134,22 @@ class ServiceProcess:
         self.log_path = log_path
 
     @classmethod
-    def start(cls, config: Path, workdir: Path, exit_when_idle_s: float | None) -> ServiceProcess:
+    def start(
+        cls,
+        config: Path,
+        workdir: Path,
+        exit_when_idle_s: float | None,
+        api_key: str | None = API_KEY,
+    ) -> ServiceProcess:
         log_path = workdir / f"service-{unique_name('log')}.log"
         summary = log_path.with_suffix(".json")
         args = [sys.executable, "-m", "consumer", "run", "--config", str(config)]
         args += ["--summary-json", str(summary)]
         if exit_when_idle_s is not None:
             args += ["--exit-when-idle", str(exit_when_idle_s)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BRAZE_CONSUMER_")}
-        env["BRAZE_API_KEY"] = API_KEY
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BRAZE_")}
+        if api_key is not None:
+            env["BRAZE_API_KEY"] = api_key
         with log_path.open("wb") as log:
             proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         return cls(proc, log_path)
