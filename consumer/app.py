@@ -223,6 +223,7 @@ def install_signal_handlers(stop: Callable[[], None]) -> None:
 def _report(pipeline: Pipeline, path: Path | None) -> None:
     stats = dataclasses.asdict(pipeline.stats)
     stats["dead_lettered"] = pipeline.dead_lettered
+    stats["requests"] = pipeline.requests
     log.info("summary %s", json.dumps(stats, sort_keys=True))
     if path is not None:
         path.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n", encoding="utf-8")

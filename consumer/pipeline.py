@@ -75,7 +75,6 @@ class PipelineStats:
     skipped: int = 0
     already_settled: int = 0
     recipients_sent: int = 0
-    requests: int = 0
     holds: int = 0
 
 
@@ -191,6 +190,10 @@ class Pipeline:
         return self._sends.in_flight
 
     @property
+    def requests(self) -> int:
+        return self._sends.requests
+
+    @property
     def buffered(self) -> int:
         return self._batcher.pending
 
@@ -272,16 +275,12 @@ class Pipeline:
         self._probe_if_due()
 
     def _dispatch(self, batches: list[Batch[Ticket]]) -> None:
-        """Send each batch, or park it while holding; stale and quarantined items go first."""
+        """Queue each batch and start what may start (nothing while holding); stale and
+        quarantined items are screened out when a batch starts."""
         for batch in batches:
-            screened = self._screen(batch)
-            if screened is None:
-                continue
-            if self._hold.holding:
-                self._sends.park(screened)
-            else:
-                self._sends.send(screened)
-                self.stats.requests += 1
+            self._sends.park(batch)
+        if not self._hold.holding:
+            self._sends.pump(self._screen)
 
     def _screen(self, batch: Batch[Ticket]) -> Batch[Ticket] | None:
         """Drop what must not be sent: items of revoked assignments, events that grew stale
@@ -319,13 +318,14 @@ class Pipeline:
         self._sender.prepare_probe(self._hold.cause)
         self._hold.probe_started()
         self._sends.send(batch, probe=True)
-        self.stats.requests += 1
 
     def _finish(self, finished: Finished[Ticket]) -> None:
         batch = finished.batch
         held: list[tuple[int, RecipientResult]] = []
         for result in finished.results:
             item = batch.items[result.index]
+            if result.outcome != "held" and not result.whole_request:
+                self._sends.proven.add((batch.key.endpoint.value, batch.key.target_id))
             if result.outcome == "sent":
                 self.stats.recipients_sent += 1  # metrics count them in request_done
                 self._record(dead_lettered=False)
@@ -333,6 +333,7 @@ class Pipeline:
             elif result.outcome == "rejected":
                 if result.whole_request:
                     self._quarantine.reject(batch.key, result.error, self._clock.monotonic_s())
+                    self._sends.proven.discard((batch.key.endpoint.value, batch.key.target_id))
                 self._reject(item.token, item.intent.rule_id, result.error, result)
             else:
                 held.append((result.index, result))
@@ -340,6 +341,8 @@ class Pipeline:
             self._held(finished, held)
         elif finished.probe:
             self._resume(answered=bool(finished.results))
+        if not self._hold.holding:
+            self._sends.pump(self._screen)
 
     def _held(self, finished: Finished[Ticket], held: list[tuple[int, RecipientResult]]) -> None:
         """Park what Braze or the deployment failed to take, and hold (or keep holding)."""
@@ -363,7 +366,6 @@ class Pipeline:
         self._metrics.hold_probe(ok=True)
         self._hold.probe_answered(self._clock.monotonic_s())
         self._metrics.set_holding(None)
-        self._dispatch(self._sends.unpark_all())
 
     # -- settling -----------------------------------------------------------------------------
 

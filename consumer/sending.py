@@ -1,9 +1,10 @@
-"""Stage 4 (send): where batches go once they are ready: worker threads, or parked while held.
+"""Stage 4 (send): where batches go once they are ready: a queue, then worker threads.
 
-The `Dispatcher` runs each request on a thread pool of `max_in_flight` and hands finished ones back
-to the consumer thread. While the pipeline holds (`consumer.hold`), batches are parked instead, in
-arrival order, with their offsets uncommitted; the pipeline takes one out at a time as a probe and
-releases the rest when Braze answers again. Nothing here decides what a result means.
+The `Dispatcher` queues ready batches and starts them on a thread pool, at most `max_in_flight` at
+a time, handing finished ones back to the consumer thread. While the pipeline holds
+(`consumer.hold`) nothing is started: the queue keeps the batches, in arrival order, with their
+offsets uncommitted; the pipeline takes one out at a time as a probe and pumps the rest when Braze
+answers again. Nothing here decides what a result means.
 """
 
 from __future__ import annotations
@@ -47,51 +48,77 @@ class Finished(Generic[T]):
 
 
 class Dispatcher(Generic[T]):
-    """Sends batches on worker threads, or parks them; owned by the consumer thread."""
+    """Starts queued batches on worker threads, at most `max_in_flight` at a time; owned by the
+    consumer thread.
+
+    Batches wait in one queue until a worker is free, so a hold stops everything not yet on the
+    wire (the queue is what a hold keeps). A target (Canvas or campaign) no send has succeeded to
+    yet is tried with one batch at a time: if Braze rejects it as a whole, the rest of its batches
+    are still queued and cost no request.
+    """
 
     def __init__(self, sender: BatchSender, max_in_flight: int) -> None:
         self._sender = sender
+        self._max_in_flight = max_in_flight
         self._executor = ThreadPoolExecutor(max_in_flight, thread_name_prefix="braze-send")
         self._done: queue.SimpleQueue[Future[Finished[T]]] = queue.SimpleQueue()
-        self._parked: deque[Batch[T]] = deque()
+        self._queue: deque[Batch[T]] = deque()
+        self._trying: set[tuple[str, str]] = set()  # unproven targets with a batch on the wire
+        self.proven: set[tuple[str, str]] = set()  # targets Braze has taken a send for
         self.in_flight = 0
         self.requests = 0
 
     def send(self, batch: Batch[T], *, probe: bool = False) -> None:
+        """Start `batch` now (a probe), bypassing the queue."""
         future = self._executor.submit(self._send, batch, probe)
         future.add_done_callback(self._done.put)
         self.in_flight += 1
         self.requests += 1
+        target = _target(batch)
+        if target not in self.proven:
+            self._trying.add(target)
 
     def park(self, batch: Batch[T], *, front: bool = False) -> None:
+        """Queue `batch`; `front` for work that was already tried (it is the oldest)."""
         if front:
-            self._parked.appendleft(batch)
+            self._queue.appendleft(batch)
         else:
-            self._parked.append(batch)
+            self._queue.append(batch)
+
+    def pump(self, screen: Callable[[Batch[T]], Batch[T] | None]) -> None:
+        """Start queued batches while workers are free; `screen` drops what must not be sent."""
+        if not self._queue or self.in_flight >= self._max_in_flight:
+            return
+        waiting: deque[Batch[T]] = deque()
+        while self._queue and self.in_flight < self._max_in_flight:
+            batch = self._queue.popleft()
+            if _target(batch) in self._trying:
+                waiting.append(batch)  # its target is being tried: wait for the answer
+                continue
+            screened = screen(batch)
+            if screened is not None:
+                self.send(screened)
+        waiting.extend(self._queue)
+        self._queue = waiting
 
     def unpark(self) -> Batch[T] | None:
-        """The oldest parked batch (for a probe), or None."""
-        return self._parked.popleft() if self._parked else None
-
-    def unpark_all(self) -> list[Batch[T]]:
-        batches = list(self._parked)
-        self._parked.clear()
-        return batches
+        """The oldest queued batch (for a probe), or None."""
+        return self._queue.popleft() if self._queue else None
 
     @property
     def parked(self) -> int:
-        return len(self._parked)
+        return len(self._queue)
 
     def drop_where(self, predicate: Callable[[T], bool]) -> int:
-        """Removes parked items whose token matches (revoked partitions); how many."""
+        """Removes queued items whose token matches (revoked partitions); how many."""
         kept: deque[Batch[T]] = deque()
         dropped = 0
-        for batch in self._parked:
+        for batch in self._queue:
             items = tuple(item for item in batch.items if not predicate(item.token))
             dropped += len(batch.items) - len(items)
             if items:
                 kept.append(replace(batch, items=items))
-        self._parked = kept
+        self._queue = kept
         return dropped
 
     def collect(self, timeout_s: float = 0.0) -> list[Finished[T]]:
@@ -105,7 +132,9 @@ class Dispatcher(Generic[T]):
                 return finished
             block = False
             self.in_flight -= 1
-            finished.append(future.result())
+            done = future.result()
+            self._trying.discard(_target(done.batch))
+            finished.append(done)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -119,6 +148,10 @@ class Dispatcher(Generic[T]):
             log.exception("send_batch failed unexpectedly for %s; holding", batch.key.label)
             results = [_internal_failure(i) for i in range(len(batch.items))]
         return Finished(batch, results, probe)
+
+
+def _target(batch: Batch[T]) -> tuple[str, str]:
+    return (batch.key.endpoint.value, batch.key.target_id)
 
 
 def _internal_failure(index: int) -> RecipientResult:

@@ -29,7 +29,7 @@ from consumer.intents import BatchKey
 from consumer.json_types import JSONObject
 from consumer.metrics import Metrics
 from consumer.offsets import Commit, OffsetTracker, TopicPartition
-from consumer.pipeline import HaltError, Pipeline, PipelineSettings, Ticket
+from consumer.pipeline import HaltError, Pipeline, PipelineSettings, PipelineStats, Ticket
 from consumer.progress import decode
 from consumer.rules import load_rules_text
 
@@ -223,6 +223,7 @@ def make() -> Iterator[Callable[..., Harness]]:
         max_recipients: int = 1,
         guard: GuardPolicy | None = None,
         cooldown_s: float = 600.0,
+        warm: bool = True,
     ) -> Harness:
         sender, sink, clock, metrics = FakeSender(), FakeDeadLetters(), ManualClock(), Metrics()
         tracker = OffsetTracker()
@@ -245,6 +246,16 @@ def make() -> Iterator[Callable[..., Harness]]:
         pipeline.assign([TP, TP1])
         harness = Harness(pipeline, tracker, sender, sink, clock, metrics)
         built.append(harness)
+        if warm:
+            # Braze has taken a send for both targets, so their batches may go out together
+            # (an untried target gets one batch at a time). On TP1, so TP's offsets start at 0.
+            harness.handle({"type": "both", "user": "warm"}, tp=TP1)
+            harness.clock.advance(1.0)
+            harness.pipeline.tick()
+            harness.drain()
+            sender.calls.clear()
+            pipeline.stats = PipelineStats()
+            tracker.take_commits()
         return harness
 
     yield build
@@ -508,7 +519,7 @@ def test_failed_dead_letter_write_is_retried_and_blocks_the_commit(
 def test_guard_trips_on_a_share_of_dead_letters(
     make: Callable[..., Harness], kinds: list[str], halts_at: int | None
 ) -> None:
-    h = make(guard=GuardPolicy(window=6, max_share=0.5, min_events=4))
+    h = make(guard=GuardPolicy(window=6, max_share=0.5, min_events=4), warm=False)
 
     def feed(kind: str) -> None:
         if kind == "bad":
@@ -763,7 +774,7 @@ def test_revoke_sends_only_the_revoked_partitions_batches(make: Callable[..., Ha
     h.handle({"type": "mail", "email": "a@example.com"}, tp=TP1)
     commits = h.pipeline.revoke([TP1], timeout_s=WAIT_S)
     assert [k.target_id for k, _ in h.sender.calls] == ["campaign-2"]
-    assert commits == {TP1: Commit(offset=1, metadata="")}
+    assert commits == {TP1: Commit(offset=2, metadata="")}  # after the warm-up event
     assert h.pipeline.open_batches == 1  # TP's batch still waits for its turn
 
 
@@ -811,3 +822,31 @@ def test_out_of_order_completions_travel_in_the_commit_metadata(
     [commit] = h.tracker.take_commits().values()
     assert commit.offset == 0
     assert decode(commit.metadata, 0) == ((1, 3),)
+
+
+def test_an_untried_target_gets_one_batch_at_a_time(make: Callable[..., Harness]) -> None:
+    h = make(warm=False)
+    h.sender.hold("canvas-1")
+    for n in range(3):
+        h.handle({"type": "one", "user": f"u-{n}"})
+    h.wait_for_calls(1)
+    time.sleep(0.05)
+    assert len(h.sender.calls) == 1  # the others wait for Braze's first answer
+    h.sender.release()
+    h.drain()
+    h.drain()
+    assert len(h.sender.calls) == 3
+    assert h.position == 3
+
+
+def test_a_rejected_target_costs_no_request_for_its_queued_batches(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(warm=False)
+    h.sender.whole_reject = True
+    for n in range(5):
+        h.handle({"type": "one", "user": f"u-{n}"})
+    h.drain()
+    h.drain()
+    assert len(h.sender.calls) == 1
+    assert len(h.sink.written) == 5
