@@ -2,11 +2,11 @@
 
 Order of one loop turn (at-least-once reads top to bottom):
   1. settle finished requests and acknowledged dead letters, send due batches, probe when held;
-  2. pause or resume partitions: paused while Braze is held, or while too many events are
+  2. commit what settled: the fully settled prefix of each partition, and in the commit's
+     metadata what settled beyond it, so a crash re-sends only the requests in flight;
+  3. pause or resume partitions: paused while Braze is held, or while too many events are
      unsettled (bounded memory);
-  3. consume a chunk of messages and hand each to the pipeline;
-  4. commit what settled: the fully settled prefix of each partition, and in the commit's
-     metadata what settled beyond it, so a crash re-sends only the requests in flight.
+  4. consume a chunk of messages and hand each to the pipeline.
 On assignment the commit metadata of the earlier owner is read back, so events it already settled
 are skipped; a cooperative revoke sends and settles only the revoked partitions' batches.
 """
@@ -119,7 +119,6 @@ class ConsumerService:
                 consumed = self._turn()
                 self._set_ready(True)
                 now_s = self._clock.monotonic_s()
-                self._commit_due(now_s)
                 if now_s - last_lag_s >= _LAG_INTERVAL_S:
                     self._update_lag()
                     last_lag_s = now_s
@@ -133,6 +132,9 @@ class ConsumerService:
     def _turn(self) -> int:
         pipeline = self.pipeline
         pipeline.tick()
+        # Commit what just settled before consuming more: the longer a settled send waits for
+        # its commit, the more a crash would send twice.
+        self._commit_due(self._clock.monotonic_s())
         self._flow_control()
         messages = self._source.consume(_CONSUME_BATCH, self._poll_timeout_s())
         for raw in messages:
