@@ -379,3 +379,27 @@ def test_producer_config_is_idempotent_with_all_acks(tmp_path: Path) -> None:
     assert "fetch.min.bytes" not in config
     assert "auto.commit.interval.ms" not in config
     assert "group.id" not in config
+
+
+def test_replaced_max_consecutive_says_what_replaced_it(tmp_path: Path) -> None:
+    problems = problems_of(write(tmp_path, "dead_letter:\n  max_consecutive: 1000\n"))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{tmp_path / 'consumer.yaml'}:1: dead_letter:")
+    assert "replaced by max_share and window" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        pytest.param("dead_letter:\n  max_share: 0\n", "dead_letter.max_share", id="share 0"),
+        pytest.param("dead_letter:\n  max_share: 1.5\n", "dead_letter.max_share", id="share > 1"),
+        pytest.param("dead_letter:\n  window: 0\n", "dead_letter.window", id="empty window"),
+        pytest.param(
+            "braze:\n  probe_max_interval_s: 0\n", "braze.probe_max_interval_s", id="probe"
+        ),
+        pytest.param("kafka:\n  commit_interval_ms: -1\n", "kafka.commit_interval_ms", id="commit"),
+    ],
+)
+def test_delivery_settings_are_bounded(tmp_path: Path, text: str, key: str) -> None:
+    [problem] = problems_of(write(tmp_path, text))
+    assert f": {key}:" in problem
