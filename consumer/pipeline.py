@@ -296,8 +296,10 @@ class Pipeline:
                 self._count_skip(item.intent.rule_id, "max_event_age")
                 self._settle(item.token)
             elif quarantined is not None:
+                # One fault of the rule's target, with its own metric and alert: the guard,
+                # which is there to catch bad data or mappings, counts it once (when found).
                 self._metrics.target_rejected(item.intent.rule_id, batch.key.target_id)
-                self._reject(item.token, item.intent.rule_id, quarantined, None)
+                self._reject(item.token, item.intent.rule_id, quarantined, None, guard=False)
             else:
                 kept.append(item)
         if len(kept) == len(batch.items):
@@ -334,7 +336,9 @@ class Pipeline:
                 if result.whole_request:
                     self._quarantine.reject(batch.key, result.error, self._clock.monotonic_s())
                     self._sends.proven.discard((batch.key.endpoint.value, batch.key.target_id))
-                self._reject(item.token, item.intent.rule_id, result.error, result)
+                # A whole-request rejection is the target's fault, not this event's data.
+                guard = not result.whole_request
+                self._reject(item.token, item.intent.rule_id, result.error, result, guard=guard)
             else:
                 held.append((result.index, result))
         if held:
@@ -377,7 +381,13 @@ class Pipeline:
             self._tracker.settle(ticket.tp, ticket.offset)
 
     def _reject(
-        self, ticket: Ticket, rule_id: str, error: str, result: RecipientResult | None
+        self,
+        ticket: Ticket,
+        rule_id: str,
+        error: str,
+        result: RecipientResult | None,
+        *,
+        guard: bool = True,
     ) -> None:
         letter = DeadLetter(
             ticket.raw,
@@ -388,10 +398,11 @@ class Pipeline:
             attempts=0 if result is None else result.attempts,
             first_failed_at=None if result is None else result.first_failed_at,
         )
-        self._dead_letter(letter, ticket)
+        self._dead_letter(letter, ticket, guard=guard)
 
-    def _dead_letter(self, letter: DeadLetter, ticket: Ticket) -> None:
-        self._record(dead_lettered=True)
+    def _dead_letter(self, letter: DeadLetter, ticket: Ticket, *, guard: bool = True) -> None:
+        if guard:
+            self._record(dead_lettered=True)
         log.info(
             "dead letter %s rule=%s %s[%d]@%d",
             letter.reason,
