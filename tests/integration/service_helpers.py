@@ -68,7 +68,6 @@ class Scenario:
                 "bootstrap_servers": self.bootstrap,
                 "group_id": self.group,
                 "dead_letter_topic": self.dlq_topic,
-                "commit_interval_ms": 200,
                 "session_timeout_ms": 10_000,
             },
             "braze": {

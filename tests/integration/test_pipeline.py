@@ -151,6 +151,7 @@ def test_429_is_honoured_until_reset(scenario: Scenario) -> None:
     [
         pytest.param(60_000, id="no commit before the kill (worst case)"),
         pytest.param(200, id="commits every 200 ms"),
+        pytest.param(0, id="commits after every turn that settled (the default)"),
     ],
 )
 def test_kill_9_between_send_and_commit_loses_nothing(
