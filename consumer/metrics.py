@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -39,6 +40,11 @@ RECIPIENT_BUCKETS = (1, 2, 5, 10, 20, 30, 40, 45, 49, 50)
 
 Clock = Callable[[], float]
 _STOP_POLL_S = 0.05  # how soon `stop()` returns; the serving thread wakes this often when idle
+# A scrape or a probe sends its request at once: a connection that sends nothing for this long is
+# closed, so idle or slow connections cannot hold threads.
+REQUEST_TIMEOUT_S = 2.0
+# Connections served at once; more are closed at once instead of each starting a thread.
+MAX_CONNECTIONS = 32
 
 
 def status_class(status: int | None) -> str:
@@ -279,8 +285,42 @@ class Health:
             return self._ready
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, but at most `max_connections` of them."""
+
+    daemon_threads = True
+    request_queue_size = 128  # the listen backlog: a burst of connections is accepted, not stalled
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        max_connections: int,
+    ) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # busy: refuse rather than grow without bound
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def _handler_class(metrics: Metrics, health: Health) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT_S
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
@@ -338,7 +378,7 @@ class MetricsServer:
 
     def start(self) -> None:
         handler = _handler_class(self.metrics, self.health)
-        self._httpd = ThreadingHTTPServer(self._address, handler)
+        self._httpd = _BoundedServer(self._address, handler, MAX_CONNECTIONS)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": _STOP_POLL_S},

@@ -6,10 +6,12 @@ and kept as a `SecretStr`, so printing the settings never shows it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -69,6 +71,8 @@ class KafkaSettings(_Section):
 
 class BrazeSettings(_Section):
     rest_endpoint: str = "https://rest.iad-01.braze.com"
+    # http:// sends the API key in clear text: only to a loopback host (the emulator) unless set.
+    allow_insecure_http: bool = False
     requests_per_hour: int = Field(250_000, ge=1)
     api_key_file: Path | None = None
     # 24 x 300 ms latency still reaches the 250k/h budget (69 req/s); 8 reached only 39.
@@ -92,6 +96,17 @@ class BrazeSettings(_Section):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// (or http:// for a local emulator)")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _no_clear_text_key(self) -> BrazeSettings:
+        if self.rest_endpoint.startswith("http://") and not self.allow_insecure_http:
+            host = urlsplit(self.rest_endpoint).hostname or ""
+            if not _is_loopback(host):
+                raise ValueError(
+                    "http:// would send the API key in clear text: use https://, or set "
+                    "braze.allow_insecure_http: true (only for a trusted network)"
+                )
+        return self
 
 
 class BatchingSettings(_Section):
@@ -136,6 +151,15 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     dead_letter: DeadLetterSettings = DeadLetterSettings()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(Exception):

@@ -61,8 +61,10 @@ def step(text: str) -> None:
 
 
 def start_emulator() -> tuple[subprocess.Popen[str], str]:
-    args = [sys.executable, "-m", "consumer", "emulator", "--port", "0", "--api-key", API_KEY]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    # The key goes in the environment, never on a command line (`ps` shows those to everyone).
+    args = [sys.executable, "-m", "consumer", "emulator", "--port", "0"]
+    env = dict(os.environ, BRAZE_API_KEY=API_KEY)
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if "listening on " not in line:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -12,7 +15,9 @@ from prometheus_client.samples import Sample
 from consumer.braze.answers import HoldCause
 from consumer.metrics import (
     LATENCY_BUCKETS_S,
+    MAX_CONNECTIONS,
     RECIPIENT_BUCKETS,
+    REQUEST_TIMEOUT_S,
     Metrics,
     MetricsServer,
     status_class,
@@ -373,3 +378,25 @@ def test_holding_gauge_names_one_cause_at_a_time(metrics: Metrics, server: Metri
     metrics.set_holding(None)
     f = scrape(server)
     assert [value(f, "braze_consumer_braze_holding", cause=c) for c in causes] == [0.0] * 4
+
+
+def test_idle_connections_neither_pile_up_threads_nor_block_probes(
+    server: MetricsServer,
+) -> None:
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(300)]
+    try:
+        time.sleep(0.3)
+        assert threading.active_count() - before <= MAX_CONNECTIONS
+        deadline = time.monotonic() + REQUEST_TIMEOUT_S + 5.0
+        while time.monotonic() < deadline:  # the idle ones time out and free their threads
+            try:
+                if get(server, "/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("/healthz never answered while idle connections were open")
+    finally:
+        for sock in idle:
+            sock.close()

@@ -403,3 +403,29 @@ def test_replaced_max_consecutive_says_what_replaced_it(tmp_path: Path) -> None:
 def test_delivery_settings_are_bounded(tmp_path: Path, text: str, key: str) -> None:
     [problem] = problems_of(write(tmp_path, text))
     assert f": {key}:" in problem
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "allowed"),
+    [
+        pytest.param("https://rest.iad-01.braze.com", True, id="https"),
+        pytest.param("http://127.0.0.1:8080", True, id="http to 127.0.0.1"),
+        pytest.param("http://127.9.9.9:8080", True, id="http to 127/8"),
+        pytest.param("http://localhost:8080", True, id="http to localhost"),
+        pytest.param("http://[::1]:8080", True, id="http to ::1"),
+        pytest.param("http://rest.iad-01.braze.com", False, id="http to Braze"),
+        pytest.param("http://10.0.0.5:8080", False, id="http to a private address"),
+        pytest.param("http://localhost.example.com", False, id="not localhost"),
+    ],
+)
+def test_http_only_to_loopback(tmp_path: Path, endpoint: str, allowed: bool) -> None:
+    path = write(tmp_path, f"braze:\n  rest_endpoint: {endpoint}\n")
+    if allowed:
+        assert load_settings(path, {}).braze.rest_endpoint == endpoint
+        return
+    [problem] = problems_of(path)
+    assert "clear text" in problem
+    opted_in = write(
+        tmp_path, f"braze:\n  rest_endpoint: {endpoint}\n  allow_insecure_http: true\n"
+    )
+    assert load_settings(opted_in, {}).braze.rest_endpoint == endpoint
