@@ -1,6 +1,9 @@
 """Dead letters: the record written for an event that cannot be sent (pure; `kafka_io` produces it).
 
-The original key, value and headers travel unchanged; `dlq.*` headers say why (product.md).
+The original key, value and headers travel unchanged; `dlq.*` headers say why (product.md). A
+source header that could be mistaken for ours (a name starting `dlq.`) is written as `orig.` +
+its name, and so is one already starting `orig.`, so the escaping is reversible: `dlq replay`
+strips one `orig.` and restores the message exactly.
 """
 
 from __future__ import annotations
@@ -11,9 +14,19 @@ from datetime import UTC, datetime
 from consumer.events import RawMessage
 from consumer.reasons import Reason
 
-__all__ = ["MAX_ERROR_BYTES", "DeadLetter", "Reason", "cut", "iso_utc"]
+__all__ = [
+    "MAX_ERROR_BYTES",
+    "DeadLetter",
+    "Reason",
+    "cut",
+    "escape_header",
+    "iso_utc",
+    "unescape_header",
+]
 
 MAX_ERROR_BYTES = 2_000  # Braze bodies can be large or hostile; a header stays small
+OURS = "dlq."
+ESCAPE = "orig."
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +60,18 @@ class DeadLetter:
         if self.http_status is not None:
             ours["dlq.http_status"] = str(self.http_status)
         # A null header value stays null: replay reads `_kafka.headers.x` as null, not "".
-        original: list[tuple[str, bytes | None]] = list(meta.headers)
+        original = [(escape_header(name), value) for name, value in meta.headers]
         return original + [(name, value.encode("utf-8")) for name, value in ours.items()]
+
+
+def escape_header(name: str) -> str:
+    """A source header name that cannot be mistaken for one of our `dlq.*` headers."""
+    return ESCAPE + name if name.startswith((OURS, ESCAPE)) else name
+
+
+def unescape_header(name: str) -> str:
+    """The source header name `escape_header` was given."""
+    return name[len(ESCAPE) :] if name.startswith(ESCAPE) else name
 
 
 def cut(text: str, limit_bytes: int = MAX_ERROR_BYTES) -> str:

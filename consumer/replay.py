@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from consumer.app import Loaded, build_parts, configure_logging, install_signal_handlers, load_all
+from consumer.deadletter import unescape_header
 from consumer.events import KafkaMeta, RawMessage
 from consumer.kafka_io import KafkaFatalError, TopicReader
 from consumer.pipeline import HaltError, Pipeline
@@ -48,7 +49,7 @@ def parse_record(raw: RawMessage) -> DeadLetterRecord | None:
             key=raw.meta.key,
             # Not among product.md's headers: a record without it is still replayable.
             timestamp_ms=int(ours.get("dlq.source.timestamp") or 0) or None,
-            headers=tuple((n, v) for n, v in raw.meta.headers if n[:4] != "dlq."),
+            headers=tuple((unescape_header(n), v) for n, v in raw.meta.headers if n[:4] != "dlq."),
         )
     except (KeyError, ValueError):
         return None

@@ -57,6 +57,23 @@ def letter(raw: RawMessage = ORIGINAL) -> DeadLetter:
             RawMessage(KafkaMeta("t.with.dots", 0, 2**40, headers=(("h", b""),)), b"x"),
             id="large offset, empty header",
         ),
+        pytest.param(
+            RawMessage(
+                KafkaMeta(
+                    "t",
+                    0,
+                    3,
+                    headers=(
+                        ("dlq.reason", b"forged"),
+                        ("orig.dlq.reason", b"forged too"),
+                        ("orig.x", b"y"),
+                        ("dlq.rule_id", None),
+                    ),
+                ),
+                b"{}",
+            ),
+            id="the source's own dlq.* and orig.* headers",
+        ),
     ],
 )
 def test_round_trip_gives_back_the_original_message(raw: RawMessage) -> None:
@@ -266,3 +283,21 @@ def test_progress_bar_on_a_terminal() -> None:
     assert stream.getvalue() == (
         f"\rreplay [{'#' * 15}{' ' * 15}]  50% 5/10\rreplay [{'#' * 30}] 100% 10/10\n"
     )
+
+
+def test_a_source_dlq_header_cannot_pass_for_ours() -> None:
+    forged = RawMessage(
+        KafkaMeta("t", 0, 3, headers=(("dlq.reason", b"forged"), ("dlq.source.offset", b"0"))),
+        b"{}",
+    )
+    headers = letter(forged).headers()
+    first = {}
+    for name, value in headers:
+        first.setdefault(name, value)
+    assert first["dlq.reason"] == b"braze_rejected"
+    assert first["dlq.source.offset"] == b"3"
+    assert [n for n, _ in headers if n.startswith("orig.")] == [
+        "orig.dlq.reason",
+        "orig.dlq.source.offset",
+    ]
+    assert sum(n == "dlq.reason" for n, _ in headers) == 1
