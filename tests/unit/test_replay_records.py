@@ -291,7 +291,7 @@ def test_a_source_dlq_header_cannot_pass_for_ours() -> None:
         b"{}",
     )
     headers = letter(forged).headers()
-    first = {}
+    first: dict[str, bytes | None] = {}
     for name, value in headers:
         first.setdefault(name, value)
     assert first["dlq.reason"] == b"braze_rejected"
