@@ -21,7 +21,13 @@ from consumer.braze.client import BrazeClient, BrazeClientConfig
 from consumer.clock import Clock, SystemClock
 from consumer.guard import GuardPolicy
 from consumer.hold import HoldPolicy
-from consumer.kafka_io import DeadLetterProducer, KafkaFatalError, KafkaSource, RebalanceHandlers
+from consumer.kafka_io import (
+    DeadLetterProducer,
+    KafkaConfigError,
+    KafkaFatalError,
+    KafkaSource,
+    RebalanceHandlers,
+)
 from consumer.metrics import Metrics, MetricsServer
 from consumer.offsets import OffsetTracker
 from consumer.pipeline import HaltError, Pipeline, PipelineSettings, Ticket
@@ -82,6 +88,9 @@ def load_all(config: Path) -> Loaded | int:
         return 2
     except RulesError as exc:
         _print_problems("invalid rules", [str(p) for p in exc.problems])
+        return 2
+    except OSError as exc:  # e.g. a rules folder that cannot be listed
+        _print_problems("invalid rules", [f"{exc.filename or '-'}: cannot read: {exc.strerror}"])
         return 2
     log.info("%d rules over topics %s", len(rules.rule_ids), ", ".join(sorted(rules.topics)))
     return Loaded(settings, rules, api_key)
@@ -159,21 +168,34 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
 def run_service(
     loaded: Loaded, exit_when_idle_s: float | None = None, summary_path: Path | None = None
 ) -> int:
+    """The service until it stops: 0 after a drain, 1 when it had to stop, 2 when it could not
+    start (one line on stderr: librdkafka settings, the metrics port, ...)."""
     settings = loaded.settings
-    parts = build_parts(loaded)
+    try:
+        parts = build_parts(loaded)
+    except (KafkaConfigError, ValueError) as exc:
+        return _cannot_start(str(exc))
     server = MetricsServer(parts.metrics, settings.metrics.host, settings.metrics.port)
-    server.start()
-    service = ConsumerService(
-        parts.pipeline,
-        lambda svc: KafkaSource(
-            kafka_consumer_config(settings),
-            RebalanceHandlers(svc.on_assign, svc.on_revoke, svc.on_lost),
-        ),
-        parts.metrics,
-        server,
-        loop_settings(settings, exit_when_idle_s),
-        clock=parts.clock,
-    )
+    try:
+        server.start()
+        service = ConsumerService(
+            parts.pipeline,
+            lambda svc: KafkaSource(
+                kafka_consumer_config(settings),
+                RebalanceHandlers(svc.on_assign, svc.on_revoke, svc.on_lost),
+            ),
+            parts.metrics,
+            server,
+            loop_settings(settings, exit_when_idle_s),
+            clock=parts.clock,
+        )
+    except (KafkaConfigError, OSError) as exc:
+        server.stop()
+        parts.pipeline.close()
+        parts.client.close()
+        if isinstance(exc, OSError):
+            return _cannot_start(f"metrics port {settings.metrics.port}: {exc.strerror or exc}")
+        return _cannot_start(str(exc))
     parts.pipeline.on_wait = service.publish_gauges
     install_signal_handlers(service.stop)
     code = 1
@@ -227,6 +249,11 @@ def _report(pipeline: Pipeline, path: Path | None) -> None:
     log.info("summary %s", json.dumps(stats, sort_keys=True))
     if path is not None:
         path.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _cannot_start(why: str) -> int:
+    print(f"cannot start: {why}", file=sys.stderr)
+    return 2
 
 
 def _print_problems(title: str, problems: list[str]) -> None:

@@ -28,6 +28,20 @@ class KafkaFatalError(Exception):
     """The client cannot go on (fatal librdkafka error, authentication failure)."""
 
 
+class KafkaConfigError(ValueError):
+    """librdkafka refused the configuration (an unknown or invalid property): a start-up error."""
+
+
+def _client(kind: type[Any], config: dict[str, Any]) -> Any:
+    """A librdkafka Consumer or Producer; its configuration errors as one clear line."""
+    try:
+        return kind(config)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else exc
+        text = error.str() if isinstance(error, KafkaError) else str(error)
+        raise KafkaConfigError(f"kafka client settings: {text}") from None
+
+
 @dataclass
 class RebalanceHandlers:
     on_assign: PartitionsCallback
@@ -41,7 +55,7 @@ class KafkaSource:
     def __init__(self, config: dict[str, ClientValue], handlers: RebalanceHandlers) -> None:
         full: dict[str, Any] = dict(config)
         full["error_cb"] = self._on_error
-        self._consumer = Consumer(full)
+        self._consumer = _client(Consumer, full)
         self._handlers = handlers
         self._fatal: str | None = None
 
@@ -151,7 +165,7 @@ class DeadLetterProducer:
     """Idempotent producer (acks=all) for dead letters. `on_done(error)` runs inside `poll()`."""
 
     def __init__(self, config: dict[str, ClientValue], topic: str) -> None:
-        self._producer = Producer(dict(config))
+        self._producer = _client(Producer, dict(config))
         self._topic = topic
 
     def write(self, letter: DeadLetter, on_done: Callable[[str | None], None]) -> None:
