@@ -159,6 +159,7 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
     braze, dead = settings.braze, settings.dead_letter
     return PipelineSettings(
         max_in_flight=braze.max_in_flight,
+        max_event_bytes=settings.kafka.max_event_bytes,
         hold=HoldPolicy(braze.probe_initial_interval_s, braze.probe_max_interval_s),
         guard=GuardPolicy(dead.window, dead.max_share, dead.min_events),
         rejected_target_cooldown_s=braze.rejected_target_cooldown_s,
@@ -226,6 +227,7 @@ def braze_client_config(settings: Settings) -> BrazeClientConfig:
 def loop_settings(settings: Settings, exit_when_idle_s: float | None) -> LoopSettings:
     return LoopSettings(
         max_buffered_events=settings.batching.max_buffered_events,
+        max_buffered_bytes=settings.batching.max_buffered_bytes,
         commit_interval_s=settings.kafka.commit_interval_ms / 1000,
         drain_timeout_s=settings.shutdown.drain_timeout_s,
         revoke_timeout_s=settings.shutdown.revoke_timeout_s,

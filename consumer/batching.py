@@ -12,12 +12,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Generic, TypeVar
 
+from consumer.braze.limits import (
+    BATCH_TARGET_BYTES,
+    MAX_RECIPIENTS_PER_REQUEST,
+    MAX_REQUEST_BYTES,
+)
 from consumer.intents import BatchKey, SendIntent, canonical_json
 from consumer.json_types import JSONObject
 
 T = TypeVar("T")
 
-MAX_RECIPIENTS_LIMIT = 50  # Braze rejects requests with more than 50 recipient objects
 # Room for what the Braze client may add around `BatchKey.request_body` (e.g. `"broadcast": false`).
 ENVELOPE_SLACK_BYTES = 1024
 RECIPIENT_OVERHEAD_BYTES = 1  # the comma between two recipients in the JSON array
@@ -86,15 +90,23 @@ class Batcher(Generic[T]):
     if needed): Braze would merge the two and send one message, so it waits for the next request.
     A partial batch is due `max_wait_ms` after its first item. Within a key, batches come out
     oldest first, except that a younger batch holding repeated users may fill up by bytes first.
+
+    `max_recipients` is at most Braze's MAX_RECIPIENTS_PER_REQUEST and `max_request_bytes` at most
+    its MAX_REQUEST_BYTES; the default, BATCH_TARGET_BYTES, keeps our margin below the latter.
     """
 
-    def __init__(self, max_recipients: int, max_wait_ms: int, max_request_bytes: int = 3_500_000):
-        if not 1 <= max_recipients <= MAX_RECIPIENTS_LIMIT:
-            raise ValueError(f"max_recipients must be 1..{MAX_RECIPIENTS_LIMIT}: {max_recipients}")
+    def __init__(
+        self, max_recipients: int, max_wait_ms: int, max_request_bytes: int = BATCH_TARGET_BYTES
+    ):
+        limit = MAX_RECIPIENTS_PER_REQUEST
+        if not 1 <= max_recipients <= limit:
+            raise ValueError(f"max_recipients must be 1..{limit}: {max_recipients}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0: {max_wait_ms}")
-        if max_request_bytes < 1:
-            raise ValueError(f"max_request_bytes must be >= 1: {max_request_bytes}")
+        if not 1 <= max_request_bytes <= MAX_REQUEST_BYTES:
+            raise ValueError(
+                f"max_request_bytes must be 1..{MAX_REQUEST_BYTES}: {max_request_bytes}"
+            )
         self._max_recipients = max_recipients
         self._max_wait_ms = max_wait_ms
         self._max_request_bytes = max_request_bytes
@@ -119,8 +131,9 @@ class Batcher(Generic[T]):
         """Adds one recipient; returns the batches that became ready (full), oldest first.
 
         An intent bigger than `max_request_bytes` on its own still gets a batch, alone, returned at
-        once: the Braze client or Braze itself rejects it and the pipeline dead-letters it as
-        `too_large`, rather than the batcher dropping it silently.
+        once, rather than the batcher dropping it silently: below MAX_RECIPIENT_BYTES it still
+        fits a request (the default target keeps a margin under Braze's limit); above, it fits
+        none, and the pipeline dead-letters it as `too_large` before it gets here.
         """
         cost_bytes = intent.size_bytes + RECIPIENT_OVERHEAD_BYTES
         ready: list[_OpenBatch[T]] = []

@@ -75,10 +75,14 @@ def unescape_header(name: str) -> str:
 
 
 def cut(text: str, limit_bytes: int = MAX_ERROR_BYTES) -> str:
-    """At most `limit_bytes` of UTF-8, cut on a character boundary, marked when cut."""
-    data = text.encode("utf-8")
+    """At most `limit_bytes` of UTF-8, cut on a character boundary, marked when cut.
+
+    A lone surrogate (an event's `"\\ud800"`, quoted in an error) comes out as its `\\ud800`
+    escape: UTF-8 cannot carry it, and the header must encode whatever the event held.
+    """
+    data = text.encode("utf-8", errors="backslashreplace")
     if len(data) <= limit_bytes:
-        return text
+        return data.decode("utf-8")
     return data[: limit_bytes - 3].decode("utf-8", errors="ignore") + "..."
 
 

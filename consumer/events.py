@@ -62,7 +62,12 @@ class DecodeError:
 
 
 def decode(raw: RawMessage) -> Event | DecodeError:
-    """Parse the message value; never raises."""
+    """Parse the message value; never raises.
+
+    Valid JSON that Python cannot hold exactly still decodes: `1e400` becomes inf and an escaped
+    lone surrogate (`"\\ud800"`) a str that UTF-8 cannot encode. Rules that do not read such a
+    value work; one that renders it into a request fails that mapping (`strict_json_problem`).
+    """
     if raw.value is None:
         return DecodeError(raw, Reason.INVALID_JSON, "message has no value (tombstone)")
     try:

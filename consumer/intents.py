@@ -7,12 +7,18 @@ with equal keys, and `BatchKey.request_body` turns a group into the exact JSON b
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from consumer.json_types import JSONObject, JSONValue
 from consumer.reasons import Reason
+
+# Why a value is not strict JSON (`strict_json_problem`): the texts of mapping errors.
+NOT_FINITE = "not a finite number"
+LONE_SURROGATE = "not valid Unicode (lone surrogate)"
+LONE_SURROGATE_KEY = "key is not valid Unicode (lone surrogate)"
 
 
 class Endpoint(StrEnum):
@@ -63,7 +69,7 @@ class BatchKey:
     schedule_json: str | None = None  # canonical JSON (sorted keys) of the schedule object
 
     def request_body(self, recipients: Sequence[JSONObject]) -> JSONObject:
-        """The JSON body for these recipients (1..50 of them)."""
+        """The JSON body for these recipients (1..MAX_RECIPIENTS_PER_REQUEST of them)."""
         body: JSONObject = {self.endpoint.target_field: self.target_id}
         if self.send_id is not None:
             body["send_id"] = self.send_id
@@ -79,8 +85,62 @@ class BatchKey:
 
 
 def canonical_json(value: JSONValue) -> str:
-    """Stable JSON text, used for batch keys and sizes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Stable JSON text, used for batch keys and sizes. Raises ValueError on a non-finite number.
+
+    Its `.encode("utf-8")` raises UnicodeEncodeError (a ValueError) on a lone surrogate, so one
+    `len(canonical_json(v).encode("utf-8"))` both sizes `v` and proves it strict JSON.
+    """
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def strict_json_problem(value: JSONValue) -> tuple[str, str] | None:
+    """Where in `value` it stops being strict JSON, and why; None when it is strict.
+
+    The path is relative (`.total`, `[2].note`, empty for `value` itself) and printable. Strict
+    means what Braze can read: finite numbers only, and text (values and keys) without lone
+    surrogates, which `json.loads` lets through from `"\\ud800"` but UTF-8 cannot carry. This
+    walks the whole value: call it to explain a failed `canonical_json(...).encode("utf-8")`, not
+    instead of it.
+    """
+    if isinstance(value, float):
+        return None if math.isfinite(value) else ("", NOT_FINITE)
+    if isinstance(value, str):
+        return None if _is_utf8(value) else ("", LONE_SURROGATE)
+    if isinstance(value, list):
+        return _first_problem((f"[{index}]", item) for index, item in enumerate(value))
+    if isinstance(value, dict):
+        return _first_problem((f".{key}", item) for key, item in value.items())
+    return None  # null, booleans and ints are always strict
+
+
+def printable(text: str) -> str:
+    """`text` safe to encode as UTF-8: each lone surrogate becomes its `\\udXXX` escape.
+
+    For error texts that quote an event: a dead-letter header or a log line must not fail to
+    encode because of what the event contained.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _first_problem(items: Iterable[tuple[str, JSONValue]]) -> tuple[str, str] | None:
+    """The first problem among (path step, item) pairs; an unencodable step is an object key."""
+    for step, item in items:
+        if not _is_utf8(step):
+            return printable(step), LONE_SURROGATE_KEY
+        problem = strict_json_problem(item)
+        if problem is not None:
+            return step + problem[0], problem[1]
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +151,7 @@ class SendIntent:
     key: BatchKey
     recipient: JSONObject  # a complete Braze recipient object
     user_key: str  # who the recipient is, e.g. "external_user_id:u-1"; equal keys must not share
-    size_bytes: int  # len of the recipient's compact JSON, for the 4 MB request limit
+    size_bytes: int  # len of the recipient's compact JSON, against MAX_REQUEST_BYTES
     # Epoch ms after which the rule's `max_event_age` makes it stale: an intent held through a
     # Braze outage past this is skipped, not sent. None: the rule has no `max_event_age`.
     stale_after_ms: int | None = None
@@ -112,7 +172,7 @@ class MappingFailure:
     rule_id: str
     field: str  # e.g. "recipient.external_user_id"
     message: str
-    reason: str = Reason.MAPPING_ERROR  # or Reason.TOO_LARGE when properties exceed 50 KB
+    reason: str = Reason.MAPPING_ERROR  # or TOO_LARGE: properties over MAX_PROPERTIES_BYTES
 
 
 Outcome = SendIntent | RuleSkip | MappingFailure

@@ -137,20 +137,23 @@ class KafkaSource:
                 )
         return out
 
-    def lag(self, tps: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
-        """High watermark minus position, from the client's cached watermarks (no broker call)."""
-        if not tps:
-            return {}
-        lags: dict[PartitionKey, int] = {}
-        positions = self._consumer.position([TopicPartition(t, p) for t, p in tps])
-        for part in positions:
+    def watermarks(
+        self, tps: Sequence[PartitionKey], *, fresh: bool = False
+    ) -> dict[PartitionKey, tuple[int, int]]:
+        """(low, high) watermark per partition: from the last fetch (no broker call), or `fresh`
+        from the broker (a paused partition fetches nothing, so its cached figure stands still).
+        Partitions without a known figure are left out."""
+        marks: dict[PartitionKey, tuple[int, int]] = {}
+        for topic, partition in tps:
             try:
-                _low, high = self._consumer.get_watermark_offsets(part, cached=True)
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=2.0, cached=not fresh
+                )
             except KafkaException:
                 continue
-            if high >= 0 and part.offset >= 0:
-                lags[(part.topic, part.partition)] = max(0, high - part.offset)
-        return lags
+            if high >= 0:
+                marks[(topic, partition)] = (max(low, 0), high)
+        return marks
 
     def close(self) -> None:
         self._consumer.close()

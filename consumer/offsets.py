@@ -38,6 +38,7 @@ class _Message:
     offset: int
     pending: int
     tail_offset: int  # highest offset tracked before the next message with pending intents
+    size_bytes: int = 0  # of the message, while it is unsettled (memory accounting)
 
 
 # What a commit says: the offset, and the settled ranges above it.
@@ -52,6 +53,7 @@ class _Partition:
     waiting: deque[_Message] = field(default_factory=deque)  # front always has pending > 0
     by_offset: dict[int, _Message] = field(default_factory=dict)
     unsettled: int = 0
+    unsettled_bytes: int = 0
     reported: _State = (0, ())  # the last commit returned, or the state found on the first track
 
 
@@ -69,6 +71,7 @@ class OffsetTracker:
         self._inherited: dict[TopicPartition, SettledRanges] = {}
         self._changed: dict[TopicPartition, None] = {}  # ordered set: touched since take_commits()
         self._unsettled_total = 0
+        self._unsettled_bytes = 0
 
     def assign(self, tp: TopicPartition, inherited: SettledRanges = ()) -> None:
         """Starts a new assignment of `tp`, dropping any state of an earlier one.
@@ -84,8 +87,9 @@ class OffsetTracker:
         """Whether an earlier owner settled `offset`: track it with pending=0, do not process it."""
         return contains(self._inherited.get(tp, ()), offset)
 
-    def track(self, tp: TopicPartition, offset: int, pending: int) -> None:
-        """Records a consumed message with `pending` unsettled intents (0: already settled).
+    def track(self, tp: TopicPartition, offset: int, pending: int, size_bytes: int = 0) -> None:
+        """Records a consumed message with `pending` unsettled intents (0: already settled);
+        `size_bytes` counts in `unsettled_bytes()` until it settles.
 
         Offsets must increase per partition but need not be contiguous (compaction, transaction
         markers). Raises ValueError otherwise, or for a negative `pending`.
@@ -105,11 +109,13 @@ class OffsetTracker:
             else:
                 part.position = offset + 1
             return
-        message = _Message(offset=offset, pending=pending, tail_offset=offset)
+        message = _Message(offset, pending, offset, size_bytes)
         part.waiting.append(message)
         part.by_offset[offset] = message
         part.unsettled += 1
+        part.unsettled_bytes += size_bytes
         self._unsettled_total += 1
+        self._unsettled_bytes += size_bytes
 
     def settle(self, tp: TopicPartition, offset: int, count: int = 1) -> None:
         """Marks `count` intents of the message at `offset` done.
@@ -131,7 +137,9 @@ class OffsetTracker:
         if message.pending:
             return
         part.unsettled -= 1
+        part.unsettled_bytes -= message.size_bytes
         self._unsettled_total -= 1
+        self._unsettled_bytes -= message.size_bytes
         self._changed[tp] = None
         _release_prefix(part)
 
@@ -181,6 +189,11 @@ class OffsetTracker:
             self._changed.pop(tp, None)
             if part is not None:
                 self._unsettled_total -= part.unsettled
+                self._unsettled_bytes -= part.unsettled_bytes
+
+    def unsettled_bytes(self) -> int:
+        """Bytes of the messages with unsettled intents, in all partitions."""
+        return self._unsettled_bytes
 
     def unsettled(self, tp: TopicPartition | None = None) -> int:
         """Messages with unsettled intents, in `tp` or in all partitions."""

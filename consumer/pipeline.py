@@ -61,6 +61,7 @@ class Ticket:
 @dataclass(frozen=True, slots=True)
 class PipelineSettings:
     max_in_flight: int = 24
+    max_event_bytes: int = 1_048_576  # larger messages are dead-lettered unparsed (too_large)
     hold: HoldPolicy = field(default_factory=HoldPolicy)
     guard: GuardPolicy = field(default_factory=GuardPolicy)
     rejected_target_cooldown_s: float = 600.0
@@ -108,6 +109,7 @@ class Pipeline:
         self._guard = DeadLetterGuard(settings.guard)
         self._quarantine = TargetQuarantine(settings.rejected_target_cooldown_s)
         self._generations: dict[TopicPartition, int] = {}
+        self._max_event_bytes = settings.max_event_bytes
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -175,6 +177,9 @@ class Pipeline:
         """False while holding work for Braze: consuming more would only buffer more."""
         return not self._hold.holding or not (self._sends.parked or self._sends.in_flight)
 
+    def unsettled_bytes(self) -> int:
+        return self._tracker.unsettled_bytes()
+
     def unsettled(self, tps: Collection[TopicPartition] | None = None) -> int:
         if tps is None:
             return self._tracker.unsettled()
@@ -226,15 +231,21 @@ class Pipeline:
             self._metrics.already_settled(raw.meta.topic)
             return
         ticket = Ticket(raw, tp, offset, self._generations.get(tp, 0))
+        size = len(raw.value or b"")
+        if size > self._max_event_bytes:
+            self._tracker.track(tp, offset, 1, size)
+            error = f"the event is {size} bytes; kafka.max_event_bytes is {self._max_event_bytes}"
+            self._dead_letter(DeadLetter(raw, Reason.TOO_LARGE, error), ticket)
+            return
         decoded = decode(raw)
         if isinstance(decoded, DecodeError):
-            self._tracker.track(tp, offset, 1)
+            self._tracker.track(tp, offset, 1, size)
             self._dead_letter(DeadLetter(raw, decoded.reason, decoded.detail), ticket)
             return
         outcomes = self.rules.evaluate(decoded, to_ms(self._clock.wall_s()))
         if only_rule is not None:
             outcomes = [o for o in outcomes if o.rule_id == only_rule]
-        self._tracker.track(tp, offset, sum(not isinstance(o, RuleSkip) for o in outcomes))
+        self._tracker.track(tp, offset, sum(not isinstance(o, RuleSkip) for o in outcomes), size)
         if not outcomes:
             self._count_skip("-", "no_match")
         for outcome in outcomes:

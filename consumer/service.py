@@ -37,6 +37,7 @@ _IDLE_POLL_S = 0.2
 @dataclass(frozen=True)
 class LoopSettings:
     max_buffered_events: int
+    max_buffered_bytes: int
     commit_interval_s: float  # at most one commit per this long; 0: after every turn that settled
     drain_timeout_s: float
     revoke_timeout_s: float
@@ -66,6 +67,7 @@ class ConsumerService:
         self._paused = False
         self._closing = False
         self._last_commit_s = 0.0
+        self._committed: dict[TopicPartition, int] = {}  # what the lag is measured from
         self._source = source_factory(self)
 
     def stop(self) -> None:
@@ -76,6 +78,7 @@ class ConsumerService:
 
     def on_assign(self, tps: list[TopicPartition]) -> None:
         committed = self._source.committed(tps, _COMMITTED_TIMEOUT_S)
+        self._committed.update({tp: c.offset for tp, c in committed.items()})
         inherited = {tp: decode_progress(c.metadata, c.offset) for tp, c in committed.items()}
         beyond = sum(end - start for ranges in inherited.values() for start, end in ranges)
         log.info("assigned %s (%d offsets already settled beyond the commits)", _fmt(tps), beyond)
@@ -101,6 +104,8 @@ class ConsumerService:
     def _forget(self, tps: list[TopicPartition]) -> None:
         self._metrics.forget_partitions(tps)
         self._assigned.difference_update(tps)
+        for tp in tps:
+            self._committed.pop(tp, None)
 
     def _set_ready(self, ready: bool) -> None:
         # Ready means "in the group and looping", not "holds partitions": replicas beyond the
@@ -154,15 +159,21 @@ class ConsumerService:
         return min(_IDLE_POLL_S, max(0.0, (due_ms - now_ms) / 1000))
 
     def _flow_control(self) -> None:
-        """Paused while Braze is held, or while too many events are unsettled."""
-        unsettled = self.pipeline.unsettled()
-        limit = self._settings.max_buffered_events
-        if not self._paused and (unsettled >= limit or not self.pipeline.wants_input):
+        """Paused while Braze is held, or while too many events or bytes are unsettled."""
+        unsettled, size = self.pipeline.unsettled(), self.pipeline.unsettled_bytes()
+        events, limit = self._settings.max_buffered_events, self._settings.max_buffered_bytes
+        full = unsettled >= events or size >= limit
+        if not self._paused and (full or not self.pipeline.wants_input):
             why = "holding for Braze" if self.pipeline.holding else f"{unsettled} unsettled"
-            log.info("pausing %d partitions: %s", len(self._assigned), why)
+            log.info("pausing %d partitions: %s (%d bytes)", len(self._assigned), why, size)
             self._source.pause(sorted(self._assigned))
             self._paused = True
-        elif self._paused and unsettled <= limit // 2 and self.pipeline.wants_input:
+        elif (
+            self._paused
+            and unsettled <= events // 2
+            and size <= limit // 2
+            and self.pipeline.wants_input
+        ):
             log.info("resuming %d partitions", len(self._assigned))
             self._source.resume(sorted(self._assigned))
             self._paused = False
@@ -178,9 +189,20 @@ class ConsumerService:
         commits = {tp: c for tp, c in commits.items() if tp in self._assigned}
         if commits and self._source.commit(commits, asynchronous=asynchronous):
             self._metrics.committed(len(commits))
+            self._committed.update({tp: c.offset for tp, c in commits.items()})
+
+    def _lag(self) -> dict[TopicPartition, int]:
+        """High watermark minus the committed offset (the low watermark before any commit): a
+        partition stuck behind an unsettled event shows its real lag, not the fetch position's."""
+        assigned = sorted(self._assigned)
+        marks = self._source.watermarks(assigned, fresh=self._paused)
+        lags = {}
+        for tp, (low, high) in marks.items():
+            lags[tp] = max(0, high - max(self._committed.get(tp, low), low))
+        return lags
 
     def _update_lag(self) -> None:
-        for (topic, partition), lag in self._source.lag(sorted(self._assigned)).items():
+        for (topic, partition), lag in self._lag().items():
             self._metrics.set_lag(topic, partition, lag)
 
     def publish_gauges(self) -> None:
@@ -200,7 +222,7 @@ class ConsumerService:
             return None
         if pipeline.unsettled() or pipeline.buffered:
             return None
-        if any(self._source.lag(sorted(self._assigned)).values()):
+        if any(self._lag().values()):
             return None
         if idle_since is None:
             return now_s

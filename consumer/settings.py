@@ -58,6 +58,11 @@ class KafkaSettings(_Section):
     # At most one offset commit per this long; 0 commits after every loop turn that settled
     # something, so a crash re-sends only what was in flight.
     commit_interval_ms: int = Field(0, ge=0, le=60_000)
+    # A message larger than this is dead-lettered as too_large without being parsed.
+    max_event_bytes: int = Field(1_048_576, ge=1_024, le=100 * 1_048_576)
+    # librdkafka's prefetch queue (queued.max.messages.kbytes), bounded so memory stays within
+    # the pod's limit; a `client:` entry of the same name wins.
+    prefetch_kbytes: int = Field(16_384, ge=1_024, le=2_097_151)
     client: dict[str, ClientValue] = Field(default_factory=dict)
 
     @field_validator("client")
@@ -113,6 +118,9 @@ class BatchingSettings(_Section):
     max_recipients: int = Field(50, ge=1, le=50)
     max_wait_ms: int = Field(500, ge=0, le=60_000)
     max_buffered_events: int = Field(10_000, ge=1)
+    # ... or this many bytes of unsettled events, whichever comes first (memory is bytes, not
+    # counts: 10,000 events of a few hundred KB would not fit the pod).
+    max_buffered_bytes: int = Field(32 * 1_048_576, ge=1_048_576)
 
 
 class MetricsSettings(_Section):
@@ -227,6 +235,7 @@ def kafka_consumer_config(settings: Settings) -> dict[str, ClientValue]:
             "max.poll.interval.ms": kafka.max_poll_interval_ms,
         }
     )
+    config.setdefault("queued.max.messages.kbytes", kafka.prefetch_kbytes)
     return config
 
 

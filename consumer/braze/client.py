@@ -21,6 +21,7 @@ from typing import Protocol
 import httpx
 
 from consumer.braze.answers import TRANSPORT_FAILURE, HoldCause, judge
+from consumer.braze.limits import DEFAULT_REQUESTS_PER_HOUR, MAX_RESPONSE_READ_BYTES
 from consumer.braze.ratelimit import RateLimiter
 from consumer.braze.retry import (
     Attempt,
@@ -50,15 +51,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1_000_000  # larger response bodies are cut, never read whole
-
 
 @dataclass(frozen=True)
 class BrazeClientConfig:
     """How to reach Braze and how hard to try."""
 
     rest_endpoint: str  # e.g. "https://rest.iad-01.braze.com"
-    requests_per_hour: int = 250_000
+    requests_per_hour: int = DEFAULT_REQUESTS_PER_HOUR
     max_in_flight: int = 8  # size of the connection pool and of concurrent requests
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
@@ -173,7 +172,7 @@ class BrazeClient:
             if _is_strict_json(recipient):
                 sendable.append(index)
             else:
-                error = "recipient is not strict JSON (NaN, Infinity or a non-JSON value)"
+                error = "recipient is not strict JSON (a non-finite number or a lone surrogate)"
                 results.append(_unsendable(index, error))
 
         def send_group(indices: list[int]) -> RequestOutcome:
@@ -405,15 +404,15 @@ def _full_jitter(ceiling_s: float) -> float:
 
 
 def _read_bounded(response: httpx.Response) -> tuple[bytes, bool]:
-    """Read at most MAX_BODY_BYTES; returns (body, cut short)."""
+    """Read at most MAX_RESPONSE_READ_BYTES; returns (body, cut short)."""
     chunks: list[bytes] = []
     size = 0
     try:
         for chunk in response.iter_bytes():
             chunks.append(chunk)
             size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                return b"".join(chunks)[:MAX_BODY_BYTES], True
+            if size > MAX_RESPONSE_READ_BYTES:
+                return b"".join(chunks)[:MAX_RESPONSE_READ_BYTES], True
     except httpx.HTTPError:
         # The status already arrived and decides the outcome; keep what came of the body.
         return b"".join(chunks), True
@@ -421,9 +420,14 @@ def _read_bounded(response: httpx.Response) -> tuple[bytes, bool]:
 
 
 def _is_strict_json(recipient: JSONObject) -> bool:
-    """Python's JSON decoder lets NaN/Infinity through; Braze would reject the whole batch."""
+    """Whether `request()` can encode this recipient; one that cannot would fail its batch.
+
+    Python's JSON decoder lets through numbers too big for a float (inf) and escaped lone
+    surrogates; the rules refuse both, so this guards only against a recipient made elsewhere.
+    The encoding is the request's own (allow_nan=False, UTF-8), so what passes here sends.
+    """
     try:
-        json.dumps(recipient, allow_nan=False)
-    except (ValueError, TypeError):
+        json.dumps(recipient, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
         return False
     return True

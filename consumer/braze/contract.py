@@ -11,12 +11,18 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TypeGuard
 
-from consumer.intents import SEND_ENDPOINTS, Endpoint
+from consumer.braze.limits import (
+    MAX_PROPERTIES_BYTES,
+    MAX_RECIPIENTS_PER_REQUEST,
+    MAX_REQUEST_BYTES,
+    MAX_SEND_ID_CHARS,
+)
+from consumer.intents import SEND_ENDPOINTS, Endpoint, canonical_json, strict_json_problem
+from consumer.json_types import JSONObject
 
-MAX_RECIPIENTS = 50
-MAX_PROPERTIES_BYTES = 50 * 1024
-MAX_BODY_BYTES = 4 * 1024 * 1024
-MAX_SEND_ID_CHARS = 64
+# The old name of MAX_REQUEST_BYTES, kept while consumer/pipeline.py and the emulator tests import
+# it from here; new code imports consumer.braze.limits.
+MAX_BODY_BYTES = MAX_REQUEST_BYTES
 # Braze documents no nesting limit for connected audiences (§9.7); this bound only stops a
 # pathological body from recursing deep into the validator.
 MAX_AUDIENCE_DEPTH = 16
@@ -95,6 +101,9 @@ def validate_request(endpoint: Endpoint, body: object, *, now: datetime | None =
     """
     if not isinstance(body, dict):
         return ["The request body must be a JSON object"]
+    unstrict = _strictness_problem(body)
+    if unstrict is not None:
+        return [unstrict]  # the other checks measure and quote the body: they need it encodable
     problems: list[str] = []
     allowed = ALLOWED_FIELDS[endpoint]
     problems += [
@@ -117,8 +126,25 @@ def validate_request(endpoint: Endpoint, body: object, *, now: datetime | None =
 
 
 def properties_size_bytes(value: object) -> int:
-    """Size of `value` as compact UTF-8 JSON, the measure of the 50 KB properties limit."""
+    """Size of `value` as compact UTF-8 JSON, the measure of MAX_PROPERTIES_BYTES."""
     return len(_compact(value).encode())
+
+
+def _strictness_problem(body: JSONObject) -> str | None:
+    """Why `body` is not strict JSON (a non-finite number, a lone surrogate), or None.
+
+    `json.loads` accepts `1e400` and `"\\ud800"`; what Braze makes of them is undocumented, but
+    our client must never send them, so the strict emulator answers 400.
+    """
+    try:
+        canonical_json(body).encode("utf-8")
+    except ValueError:  # UnicodeEncodeError is one too
+        problem = strict_json_problem(body)
+        where, why = problem if problem is not None else ("", "not strict JSON")
+        return f"The request body is not strict JSON: body{where}: {why}"
+    except TypeError:
+        return None  # not JSON at all (a Python object): the shape checks below say what is wrong
+    return None
 
 
 def _check_target(endpoint: Endpoint, body: Mapping[str, object], problems: list[str]) -> None:
@@ -187,7 +213,7 @@ def _check_audience_part(
         problems.append("recipients must be an array")
     elif not recipients:
         problems.append(NO_RECIPIENTS)
-    elif len(recipients) > MAX_RECIPIENTS:
+    elif len(recipients) > MAX_RECIPIENTS_PER_REQUEST:
         problems.append(TOO_MANY_RECIPIENTS)
     else:
         for index, recipient in enumerate(recipients):

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from consumer.braze.contract import MAX_BODY_BYTES
+from consumer.braze.limits import MAX_REQUEST_BYTES
 from consumer.emulator.budget import BRAZE_REQUESTS_PER_HOUR, BudgetLimits
 from consumer.emulator.control_api import PREFIX, handle_control
 from consumer.emulator.record import MAX_RECORDED_REQUESTS, Recorder
@@ -25,7 +25,7 @@ from consumer.emulator.state import EmulatorState, InboundRequest, Reply
 
 _log = logging.getLogger(__name__)
 # Past this a too-large body is not even read away: we answer 413 and close the connection.
-_MAX_DISCARD_BYTES = 4 * MAX_BODY_BYTES
+_MAX_DISCARD_BYTES = 4 * MAX_REQUEST_BYTES
 _CHUNK_BYTES = 64 * 1024
 _IDLE_TIMEOUT_S = 60.0  # a keep-alive connection idle this long is closed
 _SHUTDOWN_POLL_S = 0.05  # how often serve_forever looks for stop(); keeps test teardown quick
@@ -113,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             size = 0
             self.close_connection = True  # cannot tell where the next request starts
-        if size <= MAX_BODY_BYTES:
+        if size <= MAX_REQUEST_BYTES:
             return self.rfile.read(size), size
         if size > _MAX_DISCARD_BYTES:
             self.close_connection = True

@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
 
-from consumer.braze.contract import MAX_BODY_BYTES, validate_request
+from consumer.braze.contract import validate_request
+from consumer.braze.limits import MAX_REQUEST_BYTES
 from consumer.emulator.budget import BudgetLimits, RateBudget, RateStatus
 from consumer.emulator.faults import AnswerOverride, FaultPlan, FaultSettings
 from consumer.emulator.record import RecordedRequest, Recorder, Stats
@@ -191,8 +192,8 @@ class EmulatorState:
         if request.method != "POST":
             allow = (*headers, ("Allow", "POST"))
             return _failure(405, "Method Not Allowed", allow, [f"{endpoint.value} takes POST"])
-        if request.body_bytes > MAX_BODY_BYTES:
-            error = f"The body has {request.body_bytes} bytes; the limit is {MAX_BODY_BYTES}"
+        if request.body_bytes > MAX_REQUEST_BYTES:
+            error = f"The body has {request.body_bytes} bytes; the limit is {MAX_REQUEST_BYTES}"
             return _failure(413, "Request Entity Too Large", headers, [error])
         auth_error = self._auth_error(request.authorization)
         if auth_error is not None:

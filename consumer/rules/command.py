@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from consumer.events import DecodeError, KafkaMeta, RawMessage, decode
-from consumer.intents import MappingFailure, Outcome, RuleSkip, SendIntent
+from consumer.intents import (
+    MappingFailure,
+    Outcome,
+    RuleSkip,
+    SendIntent,
+    printable,
+    strict_json_problem,
+)
 from consumer.json_types import JSONObject, JSONValue
 from consumer.rules.errors import RulesError
 from consumer.rules.load import expand_rule_paths, load_rules, load_rules_many
@@ -80,7 +87,7 @@ def run_preview(args: argparse.Namespace) -> int:
     try:
         with _open_events(args.event) as stream:
             for report in preview_lines(table, meta, stream, now_ms):
-                print(json.dumps(report, ensure_ascii=False))
+                print(preview_json(report))
     except OSError as exc:
         print(f"error: cannot read {args.event}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
@@ -122,6 +129,30 @@ def preview_lines(
         else:
             outcomes = table.evaluate(decoded, now_ms)
             yield _outcomes_report(number, outcomes)
+
+
+def preview_json(report: JSONObject) -> str:
+    """One report as strict JSON: what the Braze client would send, never `NaN` or `Infinity`.
+
+    The rules already turn values that are not strict JSON into mapping errors; should a report
+    still hold one, the line says so in strict JSON instead of stopping the preview.
+    """
+    try:
+        text = json.dumps(report, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")  # print() would fail on a lone surrogate, mid-stream
+    except ValueError as exc:  # UnicodeEncodeError is one too
+        problem = strict_json_problem(report)
+        where, why = problem if problem is not None else ("", str(exc))
+        error: JSONObject = {"rule_id": None, "field": None, "reason": "internal"}
+        error["message"] = printable(f"this report is not strict JSON: report{where}: {why}")
+        fallback = _report(_line_number(report), [], [], [error], matched=False)
+        return json.dumps(fallback, ensure_ascii=False, allow_nan=False)
+    return text
+
+
+def _line_number(report: JSONObject) -> int:
+    line = report.get("line")
+    return line if isinstance(line, int) else 0
 
 
 def _outcomes_report(number: int, outcomes: list[Outcome]) -> JSONObject:

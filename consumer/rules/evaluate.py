@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from consumer.braze.limits import MAX_PROPERTIES_BYTES
 from consumer.events import Event
 from consumer.intents import (
+    NOT_FINITE,
     BatchKey,
     Endpoint,
     MappingFailure,
@@ -18,15 +20,26 @@ from consumer.intents import (
     RuleSkip,
     SendIntent,
     canonical_json,
+    printable,
+    strict_json_problem,
 )
 from consumer.json_types import JSONObject, JSONValue
 from consumer.reasons import Reason
 from consumer.rules.conditions import Condition, Step, resolve
-from consumer.rules.templates import NOTHING, ExpressionError, ObjectTemplate, Template
+from consumer.rules.jsonvalues import NotStrictJSONError
+from consumer.rules.templates import (
+    NOTHING,
+    ExpressionError,
+    ListTemplate,
+    ObjectTemplate,
+    Template,
+)
 from consumer.rules.times import braze_schedule_time, epoch_ms, parse_iso8601
 
-# Braze: trigger_properties / context objects are at most 50 KB; stay under either reading of KB.
-MAX_PROPERTIES_BYTES = 50_000
+# What rendering raises for a value with no strict JSON form: a non-finite number in mixed text
+# (NotStrictJSONError), or JMESPath's floor()/ceil() of one (OverflowError, which the templates do
+# not turn into an ExpressionError). Either way the event holds a number Braze cannot take.
+_NOT_FINITE_ERRORS = (NotStrictJSONError, OverflowError)
 
 
 class _MappingError(Exception):
@@ -114,7 +127,10 @@ class CompiledRule:
                     return RuleSkip(self.rule_id, "max_event_age")
             return self._intent(document, stale_after_ms)
         except _MappingError as failed:
-            return MappingFailure(self.rule_id, failed.failure_field, str(failed), failed.reason)
+            # Messages may quote the event (an expression's error), lone surrogates included:
+            # made printable here, the dead letter and its log line always encode.
+            field, message = printable(failed.failure_field), printable(str(failed))
+            return MappingFailure(self.rule_id, field, message, failed.reason)
         except RecursionError:
             # JSON has no depth limit; copying or sizing a value nested thousands deep can hit
             # Python's stack limit. That event cannot be mapped, and says so.
@@ -146,12 +162,41 @@ class CompiledRule:
             recipient["send_to_existing_only"] = self.send_to_existing_only
         schedule_json = None if self.schedule is None else self.schedule.render_json(document)
         key = BatchKey(self.endpoint, self.target_id, self.send_id, schedule_json)
-        size_bytes = len(canonical_json(recipient).encode("utf-8"))
+        size_bytes = self._strict_size(recipient)
         # The recipient's JSON contains the properties' JSON: only a large recipient can hold
         # too-large properties, so the common case serialises once.
         if size_bytes > MAX_PROPERTIES_BYTES:
             _check_size(recipient.get(self.endpoint.properties_field))
         return SendIntent(self.rule_id, key, recipient, user_key, size_bytes, stale_after_ms)
+
+    def _strict_size(self, recipient: JSONObject) -> int:
+        """Bytes of the recipient's compact UTF-8 JSON; raises _MappingError if not strict JSON.
+
+        The one serialisation per recipient is also the strictness check: `canonical_json` refuses
+        non-finite numbers, UTF-8 refuses lone surrogates (both ValueErrors). Only a failure pays
+        for the walk that names the field. The schedule needs no check: its time is re-formatted
+        from a parsed datetime, so it is always plain ASCII.
+        """
+        try:
+            return len(canonical_json(recipient).encode("utf-8"))
+        except ValueError:
+            raise _MappingError(*self._strictness_problem(recipient)) from None
+
+    def _strictness_problem(self, recipient: JSONObject) -> tuple[str, str]:
+        """(field, why) of the first part of `recipient` that is not strict JSON."""
+        for name, value in recipient.items():
+            problem = strict_json_problem(value)
+            if problem is not None:
+                return self._field_name(name) + problem[0], problem[1]
+        return "recipient", "not strict JSON"  # not reached: the walk finds what failed
+
+    def _field_name(self, recipient_field: str) -> str:
+        """A recipient field as the rule file names it (`properties`, not `context`)."""
+        if recipient_field == self.endpoint.properties_field:
+            return "properties"
+        if recipient_field == "attributes":
+            return "attributes"
+        return f"recipient.{recipient_field}"
 
 
 def _required_string(template: Template, document: JSONObject, field: str) -> str:
@@ -159,6 +204,8 @@ def _required_string(template: Template, document: JSONObject, field: str) -> st
         value = template.render(document)
     except ExpressionError as exc:
         raise _MappingError(field, str(exc)) from exc
+    except _NOT_FINITE_ERRORS as exc:
+        raise _MappingError(field, NOT_FINITE) from exc
     if value is NOTHING:
         raise _MappingError(field, f"{field} is required but its expression found no value")
     if not isinstance(value, str) or not value:
@@ -173,6 +220,36 @@ def _render_object(template: ObjectTemplate, document: JSONObject, field: str) -
         return template.render(document)
     except ExpressionError as exc:
         raise _MappingError(field, str(exc)) from exc
+    except _NOT_FINITE_ERRORS as exc:
+        raise _MappingError(_failing_part(template, document, field), NOT_FINITE) from exc
+
+
+def _failing_part(template: Template, document: JSONObject, where: str) -> str:
+    """The path of the innermost part of `template` whose rendering fails on a non-finite number.
+
+    Renders the parts again, one by one (rendering is pure): paid only by an event that fails.
+    """
+    parts: list[tuple[str, Template]]
+    if isinstance(template, ObjectTemplate):
+        parts = [(f"{where}.{key}", part) for key, part in template.items]
+    elif isinstance(template, ListTemplate):
+        parts = [(f"{where}[{index}]", part) for index, part in enumerate(template.items)]
+    else:
+        return where
+    for path, part in parts:
+        if _fails_on_non_finite(part, document):
+            return _failing_part(part, document, path)
+    return where
+
+
+def _fails_on_non_finite(template: Template, document: JSONObject) -> bool:
+    try:
+        template.render(document)
+    except _NOT_FINITE_ERRORS:
+        return True
+    except ExpressionError:
+        pass  # not reached for parts before the failing one: they rendered the first time
+    return False
 
 
 def _check_size(properties: JSONValue) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 import math
 
+from consumer.intents import NOT_FINITE
 from consumer.json_types import JSONValue
+
+
+class NotStrictJSONError(ValueError):
+    """A value cannot be written as strict JSON (a non-finite number): the mapping fails.
+
+    A ValueError, as `json.dumps(..., allow_nan=False)` raised before, for callers that catch that.
+    """
 
 
 def as_json(value: object, where: str = "value") -> JSONValue:
@@ -54,9 +62,14 @@ def render_text(value: JSONValue) -> str:
     """How a value reads inside mixed text: strings as is, everything else as compact JSON.
 
     Whole floats print without the `.0` (50.0 -> "50"), as JavaScript and Liquid print them.
+    Raises NotStrictJSONError for a non-finite number anywhere in `value` (`1e400` in an event
+    decodes to inf): "Infinity" is not what the event said, and must not become a user id.
     """
     if isinstance(value, str):
         return value
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return str(int(value))  # inf and nan are not is_integer(): they fall through and fail
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        raise NotStrictJSONError(NOT_FINITE) from exc

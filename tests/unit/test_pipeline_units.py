@@ -850,3 +850,29 @@ def test_a_rejected_target_costs_no_request_for_its_queued_batches(
     h.drain()
     assert len(h.sender.calls) == 1
     assert len(h.sink.written) == 5
+
+
+def test_an_event_over_max_event_bytes_is_dead_lettered_unparsed(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    value = b"{" + b" " * 1_048_576 + b"}"  # valid JSON, but over the 1 MiB default
+    h.handle(value=value)
+    [letter] = h.sink.written
+    assert (letter.reason, letter.rule_id) == ("too_large", "-")
+    assert "1048578 bytes" in letter.error
+    assert letter.raw.value == value
+    assert h.sender.calls == []
+    h.pipeline.tick()
+    assert h.position == 1
+
+
+def test_unsettled_bytes_are_counted_until_settled(make: Callable[..., Harness]) -> None:
+    h = make()
+    h.sender.hold("u-1")
+    h.handle({"type": "one", "user": "u-1", "pad": "x" * 1000})
+    h.handle({"type": "unmatched", "pad": "y" * 5000})  # settled at once: not counted
+    assert 1000 < h.pipeline.unsettled_bytes() < 1100
+    h.sender.release()
+    h.drain()
+    assert h.pipeline.unsettled_bytes() == 0
