@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from consumer.batching import Batcher
 from consumer.braze.answers import HoldCause
@@ -876,3 +878,56 @@ def test_unsettled_bytes_are_counted_until_settled(make: Callable[..., Harness])
     h.sender.release()
     h.drain()
     assert h.pipeline.unsettled_bytes() == 0
+
+
+# -- fuzzing ------------------------------------------------------------------------------------
+
+_JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+_JSON = st.recursive(
+    _JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_EVENT_BYTES = (
+    st.binary(max_size=300)
+    | st.builds(
+        lambda doc: json.dumps(doc).encode(),
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(["one", "both", "mail", "old", "x"])},
+            optional={"user": _JSON, "email": _JSON, "data": _JSON},
+        ),
+    )
+    | st.none()
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=st.lists(_EVENT_BYTES, min_size=1, max_size=8))
+def test_no_bytes_raise_out_of_the_pipeline_and_every_event_settles(
+    values: list[bytes | None],
+) -> None:
+    sender, sink, clock, metrics = FakeSender(), FakeDeadLetters(), ManualClock(), Metrics()
+    tracker = OffsetTracker()
+    pipeline = Pipeline(
+        rules=load_rules_text(RULES),
+        batcher=Batcher[Ticket](50, max_wait_ms=1_000),
+        tracker=tracker,
+        sender=sender,
+        dead_letters=sink,
+        metrics=metrics,
+        clock=clock,
+        settings=PipelineSettings(max_in_flight=2, guard=GuardPolicy(min_events=1_000)),
+    )
+    harness = Harness(pipeline, tracker, sender, sink, clock, metrics)
+    try:
+        pipeline.assign([TP])
+        for value in values:
+            harness.handle(value=value)
+        pipeline.flush()
+        clock.advance(1.0)
+        assert pipeline.settle(WAIT_S)
+        assert tracker.take_commits()[TP].offset == len(values)
+    finally:
+        pipeline.close()
