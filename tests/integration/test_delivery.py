@@ -179,6 +179,7 @@ def auth(ctx: Ctx, control: EmulatorControl, url: str) -> Outcome:
             "exit": code,
             "requests_during_401": during,
             "alive_after_30s": alive,
+            "key_in_log": "wrong-key-0123456789" in service.log() or API_KEY in service.log(),
             "holding_gauge": holding,
             "log": service.log(),
         },
@@ -403,6 +404,7 @@ def test_bad_key_holds_and_recovers_from_the_key_file(outcomes: dict[str, Outcom
     _every_event_once(outcome)
     assert outcome.dead == 0
     assert outcome.facts["alive_after_30s"] is True  # no restart, no halt
+    assert outcome.facts["key_in_log"] is False
     assert outcome.facts["holding_gauge"] == 1
     # 401 is not retried: the first wave of requests, then one probe at a time.
     assert int(str(outcome.facts["requests_during_401"])) <= 40, outcome.line()
