@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from consumer.batching import Batch, Batcher
 from consumer.braze.client import RecipientResult
-from consumer.braze.contract import MAX_BODY_BYTES
+from consumer.braze.limits import MAX_RECIPIENT_BYTES, MAX_REQUEST_BYTES
 from consumer.clock import Clock, to_ms
 from consumer.deadletter import DeadLetter, Reason
 from consumer.dlq_writer import DeadLetterSink, DeadLetterWriter
@@ -39,7 +39,6 @@ from consumer.sending import BatchSender, Dispatcher, Finished
 
 log = logging.getLogger(__name__)
 
-_REQUEST_ENVELOPE_BYTES = 4_096  # body fields around the recipients list
 _SETTLE_STEP_S = 0.05
 
 
@@ -261,8 +260,8 @@ class Pipeline:
             error = f"{outcome.field}: {outcome.message}"
             letter = DeadLetter(ticket.raw, outcome.reason, error, rule_id=outcome.rule_id)
             self._dead_letter(letter, ticket)
-        elif outcome.size_bytes + _REQUEST_ENVELOPE_BYTES > MAX_BODY_BYTES:
-            error = f"recipient is {outcome.size_bytes} bytes; a request may be {MAX_BODY_BYTES}"
+        elif outcome.size_bytes > MAX_RECIPIENT_BYTES:
+            error = f"recipient is {outcome.size_bytes} bytes; a request may be {MAX_REQUEST_BYTES}"
             self._dead_letter(
                 DeadLetter(ticket.raw, Reason.TOO_LARGE, error, outcome.rule_id), ticket
             )

@@ -14,15 +14,11 @@ from typing import TypeGuard
 from consumer.braze.limits import (
     MAX_PROPERTIES_BYTES,
     MAX_RECIPIENTS_PER_REQUEST,
-    MAX_REQUEST_BYTES,
     MAX_SEND_ID_CHARS,
 )
 from consumer.intents import SEND_ENDPOINTS, Endpoint, canonical_json, strict_json_problem
 from consumer.json_types import JSONObject
 
-# The old name of MAX_REQUEST_BYTES, kept while consumer/pipeline.py and the emulator tests import
-# it from here; new code imports consumer.braze.limits.
-MAX_BODY_BYTES = MAX_REQUEST_BYTES
 # Braze documents no nesting limit for connected audiences (§9.7); this bound only stops a
 # pathological body from recursing deep into the validator.
 MAX_AUDIENCE_DEPTH = 16

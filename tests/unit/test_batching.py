@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.batching import RECIPIENT_OVERHEAD_BYTES, Batch, Batcher, envelope_bytes
+from consumer.braze.limits import BATCH_TARGET_BYTES, MAX_RECIPIENTS_PER_REQUEST, MAX_REQUEST_BYTES
 from consumer.intents import BatchKey, Endpoint, SendIntent
 
 SIZE = 10  # default recipient size in bytes
@@ -86,7 +87,7 @@ def emitted(batcher: Batcher[str], steps: list[Step]) -> list[Emitted]:
     [
         pytest.param(
             3,
-            3_500_000,
+            BATCH_TARGET_BYTES,
             [Add("t1", "a", "u1"), Add("t2", "a", "u2"), Add("t3", "a", "u3")],
             [(2, "a", ("t1", "t2", "t3"))],
             0,
@@ -94,7 +95,7 @@ def emitted(batcher: Batcher[str], steps: list[Step]) -> list[Emitted]:
         ),
         pytest.param(
             3,
-            3_500_000,
+            BATCH_TARGET_BYTES,
             [Add("t1", "a", "u1"), Add("t2", "a", "u2")],
             [],
             2,
@@ -102,7 +103,7 @@ def emitted(batcher: Batcher[str], steps: list[Step]) -> list[Emitted]:
         ),
         pytest.param(
             1,
-            3_500_000,
+            BATCH_TARGET_BYTES,
             [Add("t1", "a", "u1"), Add("t2", "a", "u1"), Add("t3", "b", "u2")],
             [(0, "a", ("t1",)), (1, "a", ("t2",)), (2, "b", ("t3",))],
             0,
@@ -110,7 +111,7 @@ def emitted(batcher: Batcher[str], steps: list[Step]) -> list[Emitted]:
         ),
         pytest.param(
             2,
-            3_500_000,
+            BATCH_TARGET_BYTES,
             [Add("t1", "a", "u1"), Add("t2", "b", "u1"), Add("t3", "a", "u2")],
             [(2, "a", ("t1", "t3"))],
             1,
@@ -118,7 +119,7 @@ def emitted(batcher: Batcher[str], steps: list[Step]) -> list[Emitted]:
         ),
         pytest.param(
             2,
-            3_500_000,
+            BATCH_TARGET_BYTES,
             [Add("t1", "a", "u1"), Add("t2", "a", "u1"), Add("t3", "a", "u2")],
             [(2, "a", ("t1", "t3"))],
             1,
@@ -126,7 +127,7 @@ def emitted(batcher: Batcher[str], steps: list[Step]) -> list[Emitted]:
         ),
         pytest.param(
             2,
-            3_500_000,
+            BATCH_TARGET_BYTES,
             [Add("t1", "a", "u1"), Add("t2", "a", "u1"), Add("t3", "a", "u1"), Flush()],
             [(3, "a", ("t1",)), (3, "a", ("t2",)), (3, "a", ("t3",))],
             0,
@@ -134,7 +135,7 @@ def emitted(batcher: Batcher[str], steps: list[Step]) -> list[Emitted]:
         ),
         pytest.param(
             2,
-            3_500_000,
+            BATCH_TARGET_BYTES,
             [
                 Add("t1", "a", "u1"),
                 Add("t2", "a", "u1"),
@@ -171,7 +172,7 @@ def emitted(batcher: Batcher[str], steps: list[Step]) -> list[Emitted]:
         ),
         pytest.param(
             2,
-            3_500_000,
+            BATCH_TARGET_BYTES,
             [Add("t1", "a", "u1"), Add("t2", "b", "u2"), Add("t3", "a", "u1"), Flush()],
             [(3, "a", ("t1",)), (3, "b", ("t2",)), (3, "a", ("t3",))],
             0,
@@ -179,7 +180,7 @@ def emitted(batcher: Batcher[str], steps: list[Step]) -> list[Emitted]:
         ),
         pytest.param(
             3,
-            3_500_000,
+            BATCH_TARGET_BYTES,
             [
                 Add("p0-1", "a", "u1"),
                 Add("p1-1", "a", "u2"),
@@ -193,7 +194,7 @@ def emitted(batcher: Batcher[str], steps: list[Step]) -> list[Emitted]:
         ),
         pytest.param(
             3,
-            3_500_000,
+            BATCH_TARGET_BYTES,
             [Add("t1", "a", "u1"), FlushWhere(frozenset({"zz"})), Add("t2", "a", "u2")],
             [],
             2,
@@ -313,9 +314,10 @@ def test_deadlines_survive_many_full_batches() -> None:
     ("max_recipients", "max_wait_ms", "max_request_bytes"),
     [
         pytest.param(0, 500, 100, id="zero recipients"),
-        pytest.param(51, 500, 100, id="more than Braze's 50"),
+        pytest.param(MAX_RECIPIENTS_PER_REQUEST + 1, 500, 100, id="more than Braze's 50"),
         pytest.param(50, -1, 100, id="negative wait"),
         pytest.param(50, 500, 0, id="no bytes"),
+        pytest.param(50, 500, MAX_REQUEST_BYTES + 1, id="more bytes than Braze takes"),
     ],
 )
 def test_rejects_bad_settings(
@@ -361,3 +363,17 @@ def test_every_intent_comes_out_once_within_limits(
         assert len(batch.items) == 1 or body_bytes <= max_request_bytes
     assert batcher.pending == 0
     assert batcher.next_due_ms() is None
+
+
+def test_the_default_byte_target_keeps_a_margin_under_brazes_limit() -> None:
+    size = 300_000  # recipients big enough that bytes, not the count, close the batches
+    batcher: Batcher[int] = Batcher(MAX_RECIPIENTS_PER_REQUEST, 500)
+    batches: list[Batch[int]] = []
+    for n in range(40):
+        batches += batcher.add(intent("a", f"u{n}", size), n, now_ms=0)
+    batches += batcher.flush()
+    assert sum(len(batch.items) for batch in batches) == 40
+    for batch in batches:
+        body_bytes = envelope_bytes(batch.key) + len(batch.items) * (size + 1)
+        assert body_bytes <= BATCH_TARGET_BYTES < MAX_REQUEST_BYTES
+    assert max(len(batch.items) for batch in batches) == BATCH_TARGET_BYTES // (size + 1)

@@ -585,12 +585,18 @@ def test_bisection_can_be_switched_off() -> None:
     assert len(harness.request_times) == 1
 
 
-def test_a_recipient_that_is_not_strict_json_is_rejected_alone() -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param({"x": math.nan}, id="NaN"),
+        pytest.param({"x": [math.inf]}, id="inf (an event's 1e400)"),
+        pytest.param({"x": "\ud800"}, id="lone surrogate value"),
+        pytest.param({"\udfff": 1}, id="lone surrogate key"),
+    ],
+)
+def test_a_recipient_that_is_not_strict_json_is_rejected_alone(bad: JSONObject) -> None:
     harness = make(sequence(ok()))
-    batch: list[JSONObject] = [
-        *recipients(2),
-        {"external_user_id": "u", "context": {"x": math.nan}},
-    ]
+    batch: list[JSONObject] = [*recipients(2), {"external_user_id": "u", "context": bad}]
     results = harness.client.send_batch(KEY, batch)
     assert [(r.outcome, r.attempts) for r in results] == [("sent", 1), ("sent", 1), ("rejected", 0)]
     assert len(harness.bodies[0]["recipients"]) == 2  # type: ignore[arg-type]

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
 
 from consumer.braze.contract import (
-    MAX_PROPERTIES_BYTES,
-    MAX_RECIPIENTS,
     NO_RECIPIENTS,
     TOO_MANY_RECIPIENTS,
     properties_size_bytes,
     validate_request,
 )
+from consumer.braze.limits import MAX_PROPERTIES_BYTES, MAX_RECIPIENTS_PER_REQUEST
 from consumer.intents import SEND_ENDPOINTS, Endpoint
 
 E = Endpoint
@@ -250,7 +250,7 @@ def attribute_filter(comparison: str, value: object = DROP) -> dict[str, object]
 
 ALIAS = {"alias_name": "n", "alias_label": "l"}
 EMAIL = {"email": "a@example.com", "prioritization": ["identified"]}
-FIFTY = [{"external_user_id": f"u-{n}"} for n in range(MAX_RECIPIENTS)]
+FIFTY = [{"external_user_id": f"u-{n}"} for n in range(MAX_RECIPIENTS_PER_REQUEST)]
 
 VALID = [
     pytest.param(E.CAMPAIGN_SEND, camp(), id="one external_user_id"),
@@ -892,6 +892,30 @@ INVALID = [
         canvas(audience=deep(17)),
         "nested more than 16 levels",
         id="audience too deep",
+    ),
+    pytest.param(
+        E.CANVAS_SEND,
+        canvas(recipients=one(external_user_id="u", context={"total": math.inf})),
+        "not strict JSON: body.recipients[0].context.total: not a finite number",
+        id="1e400 (inf) in a recipient's context",
+    ),
+    pytest.param(
+        E.CAMPAIGN_SEND,
+        camp(trigger_properties={"a": [math.nan]}),
+        "not strict JSON: body.trigger_properties.a[0]: not a finite number",
+        id="NaN in trigger_properties",
+    ),
+    pytest.param(
+        E.CANVAS_SEND,
+        canvas(recipients=one(external_user_id="u\ud800")),
+        "not strict JSON: body.recipients[0].external_user_id: not valid Unicode",
+        id="lone surrogate in an id",
+    ),
+    pytest.param(
+        E.CANVAS_SEND,
+        canvas(context={"\udc00": 1}),
+        "not strict JSON: body.context.\\udc00: key is not valid Unicode",
+        id="lone surrogate in a key",
     ),
 ]
 

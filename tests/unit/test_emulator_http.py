@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from consumer.braze.contract import MAX_BODY_BYTES
+from consumer.braze.limits import MAX_REQUEST_BYTES
 from consumer.emulator import EmulatorControl, EmulatorControlError, RunningEmulator, start_emulator
 from consumer.emulator.faults import CANVAS_ARCHIVED
 from consumer.emulator.server import is_loopback
@@ -115,7 +115,7 @@ def test_400_lists_every_problem(client: httpx.Client) -> None:
 
 
 def test_413_then_the_connection_still_serves(client: httpx.Client) -> None:
-    response = client.post("/canvas/trigger/send", content=b" " * (MAX_BODY_BYTES + 1))
+    response = client.post("/canvas/trigger/send", content=b" " * (MAX_REQUEST_BYTES + 1))
     assert response.status_code == 413
     assert client.post("/canvas/trigger/send", json=SEND).status_code == 201
 

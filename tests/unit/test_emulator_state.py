@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from consumer.braze.contract import MAX_BODY_BYTES
+from consumer.braze.limits import MAX_REQUEST_BYTES
 from consumer.emulator.budget import BudgetLimits
 from consumer.emulator.faults import CANVAS_PAUSED, AnswerOverride, FaultSettings
 from consumer.emulator.state import EmulatorState, InboundRequest, Reply
@@ -37,7 +37,7 @@ def new_state(**limits: int) -> EmulatorState:
         ),
         pytest.param(
             InboundRequest(
-                "POST", "/canvas/trigger/send", f"Bearer {KEY}", b"", MAX_BODY_BYTES + 1
+                "POST", "/canvas/trigger/send", f"Bearer {KEY}", b"", MAX_REQUEST_BYTES + 1
             ),
             413,
             "Request Entity Too Large",

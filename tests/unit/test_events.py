@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from hypothesis import given
@@ -168,3 +169,24 @@ def test_any_json_value_decodes_to_an_event_exactly_when_it_is_an_object(
         assert decoded.document == {**value, "_kafka": META.as_document()}
     else:
         assert isinstance(decoded, DecodeError)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(b'{"a": 1e400}', math.inf, id="1e400 overflows to inf"),
+        pytest.param(b'{"a": -1e400}', -math.inf, id="-1e400 overflows to -inf"),
+        pytest.param(b'{"a": "\\ud800"}', "\ud800", id="escaped lone high surrogate"),
+        pytest.param(b'{"a": "x\\udfff"}', "x\udfff", id="escaped lone low surrogate"),
+        pytest.param(b'{"a": "\\ud83d\\ude00"}', "\U0001f600", id="an escaped pair is one char"),
+    ],
+)
+def test_valid_json_python_cannot_hold_exactly_still_decodes(
+    value: bytes, expected: JSONValue
+) -> None:
+    # Valid JSON text: the event decodes, and only a rule rendering `a` fails (a mapping error).
+    assert as_event(value).document["a"] == expected
+
+
+def test_an_escaped_lone_surrogate_key_decodes() -> None:
+    assert "\udc00" in as_event(b'{"\\udc00": 1}').document

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
 
 from consumer.braze.contract import validate_request
-from consumer.intents import BatchKey, Endpoint, canonical_json
+from consumer.intents import (
+    LONE_SURROGATE,
+    LONE_SURROGATE_KEY,
+    NOT_FINITE,
+    BatchKey,
+    Endpoint,
+    canonical_json,
+    printable,
+    strict_json_problem,
+)
 from consumer.json_types import JSONObject, JSONValue
 
 ALICE: JSONObject = {"external_user_id": "alice", "context": {"order_id": "o-1"}}
@@ -159,3 +169,54 @@ def test_label_names_the_target_never_a_recipient() -> None:
 )
 def test_canonical_json(value: JSONValue, expected: str) -> None:
     assert canonical_json(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param({"a": math.inf}, id="inf"),
+        pytest.param([math.nan], id="nan"),
+        pytest.param({"a": {"b": -math.inf}}, id="nested -inf"),
+    ],
+)
+def test_canonical_json_refuses_non_finite_numbers(value: JSONValue) -> None:
+    with pytest.raises(ValueError, match="JSON compliant"):
+        canonical_json(value)
+
+
+def test_canonical_json_of_a_lone_surrogate_does_not_encode() -> None:
+    # The size computation's .encode("utf-8") is the check: UnicodeEncodeError is a ValueError.
+    with pytest.raises(ValueError, match="surrogates not allowed"):
+        canonical_json({"a": "\ud800"}).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param({"a": [1, "x", None, True, 2.5]}, None, id="strict"),
+        pytest.param("\U0001f600", None, id="astral character"),
+        pytest.param(math.inf, ("", NOT_FINITE), id="inf itself"),
+        pytest.param({"total": math.nan}, (".total", NOT_FINITE), id="nan"),
+        pytest.param({"a": [0, {"b": -math.inf}]}, (".a[1].b", NOT_FINITE), id="deep"),
+        pytest.param(["ok", "\ud800"], ("[1]", LONE_SURROGATE), id="high surrogate"),
+        pytest.param({"n": "x\udfff"}, (".n", LONE_SURROGATE), id="low surrogate"),
+        pytest.param({"k": {"\ud800": 1}}, (".k.\\ud800", LONE_SURROGATE_KEY), id="key"),
+        pytest.param(
+            {"a": math.inf, "b": "\ud800"}, (".a", NOT_FINITE), id="the first problem in order"
+        ),
+    ],
+)
+def test_strict_json_problem(value: JSONValue, expected: tuple[str, str] | None) -> None:
+    assert strict_json_problem(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("plain é \U0001f600", "plain é \U0001f600", id="unchanged"),
+        pytest.param("a\ud800b", "a\\ud800b", id="lone surrogate escaped"),
+    ],
+)
+def test_printable(text: str, expected: str) -> None:
+    assert printable(text) == expected
+    printable(text).encode("utf-8")

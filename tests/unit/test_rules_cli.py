@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from consumer.cli import main
 from consumer.json_types import JSONObject
+from consumer.rules.command import preview_json
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 
@@ -247,3 +250,77 @@ def test_preview_missing_rules_is_a_usage_error(
     )  # fmt: skip
     assert code == 2
     assert "no such file or folder" in err
+
+
+ORDERS = """\
+rules:
+  - id: order
+    topics: [orders]
+    canvas: {id: c-1}
+    recipient: {external_user_id: "{{ user }}"}
+    properties: {total: "{{ total }}", note: "{{ note }}"}
+"""
+
+
+def strict_loads(line: str) -> Any:
+    """json.loads that refuses NaN and Infinity, as any strict JSON reader would."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_preview_prints_strict_json_and_the_mapping_error_for_values_braze_cannot_take(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rules = write(tmp_path, "rules.yaml", ORDERS)
+    events = write(
+        tmp_path,
+        "events.jsonl",
+        '{"user": "u", "total": 1e400}\n'
+        '{"user": "u", "total": -1e400}\n'
+        '{"user": "u", "note": "\\ud800"}\n'
+        '{"user": "u", "total": 12.5, "note": "\\ud83d\\ude00"}\n',
+    )
+    code, out, _ = run(
+        capsys, "rules", "preview", "--rules", rules, "--topic", "orders", "--event", events
+    )
+    assert code == 0
+    out.encode("utf-8")
+    reports = [strict_loads(line) for line in out.splitlines()]
+    errors = [(e["field"], e["message"]) for r in reports for e in r["errors"]]
+    assert errors == [
+        ("properties.total", "not a finite number"),
+        ("properties.total", "not a finite number"),
+        ("properties.note", "not valid Unicode (lone surrogate)"),
+    ]
+    assert [len(r["requests"]) for r in reports] == [0, 0, 0, 1]
+    assert reports[3]["requests"] == [
+        {
+            "rule_id": "order",
+            "endpoint": "/canvas/trigger/send",
+            "body": {
+                "canvas_id": "c-1",
+                "recipients": [
+                    {"external_user_id": "u", "context": {"total": 12.5, "note": "\U0001f600"}}
+                ],
+            },
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("report", "where"),
+    [
+        pytest.param({"line": 7, "x": [math.inf]}, "report.x[0]", id="a non-finite number"),
+        pytest.param({"line": 7, "x": {"\udc00": 1}}, "report.x.\\udc00", id="a surrogate key"),
+    ],
+)
+def test_a_report_that_is_not_strict_json_prints_as_a_strict_error(
+    report: JSONObject, where: str
+) -> None:
+    printed = strict_loads(preview_json(report))
+    assert printed["line"] == 7
+    (error,) = printed["errors"]
+    assert where in error["message"]

@@ -7,6 +7,7 @@ import json
 import jmespath
 import pytest
 
+from consumer.braze.limits import MAX_PROPERTIES_BYTES
 from consumer.events import Event, KafkaMeta, RawMessage, decode
 from consumer.intents import (
     BatchKey,
@@ -241,7 +242,8 @@ def test_identifier_and_user_key(
 
 def test_properties_over_50_kb_are_too_large() -> None:
     rules = table("    properties: {blob: '{{ blob }}'}\n")
-    failure = only(rules.evaluate(event({"user": "u", "blob": "x" * 50_000}), NOW_MS))
+    blob = "x" * MAX_PROPERTIES_BYTES  # with its key and braces, over the limit
+    failure = only(rules.evaluate(event({"user": "u", "blob": blob}), NOW_MS))
     assert isinstance(failure, MappingFailure)
     assert (failure.field, failure.reason) == ("properties", "too_large")
     assert isinstance(intent(rules, {"user": "u", "blob": "x" * 49_000}), SendIntent)

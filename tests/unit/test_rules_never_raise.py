@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer.braze.contract import validate_request
 from consumer.events import Event, KafkaMeta, RawMessage, decode
-from consumer.intents import MappingFailure, RuleSkip, SendIntent
+from consumer.intents import MappingFailure, RuleSkip, SendIntent, canonical_json
 from consumer.json_types import JSONObject, JSONValue
 from consumer.rules import load_rules_text
 
@@ -152,3 +153,86 @@ def test_matching_document_sends() -> None:
     outcomes = TABLE.evaluate(event(document), NOW_MS)
     assert [type(o).__name__ for o in outcomes] == ["SendIntent"] * 3
     check(document)
+
+
+# Rules whose recipients take whatever the event holds: values whole, in mixed text, through
+# functions, as ids and as schedule times.
+LOOSE_RULES = """\
+rules:
+  - id: whole
+    topics: [t]
+    canvas: {id: c}
+    recipient: {external_user_id: "u"}
+    properties: {data: "{{ data }}", type: "{{ type }}", text: "t={{ time }}", list: ["{{ type }}"]}
+    attributes: {k: "{{ data.k }}", nested: {deep: ["{{ data.items }}"]}}
+  - id: ids
+    topics: [t]
+    canvas: {id: c}
+    recipient:
+      user_alias: {alias_name: "{{ type }}", alias_label: "l-{{ time }}"}
+    properties: {first: "{{ data.items[0] }}", k: "{{ data.k }}"}
+  - id: numbers
+    topics: [t]
+    campaign: {id: k}
+    recipient: {external_user_id: "x-{{ type }}"}
+    properties: {floor: "{{ floor(data.total) }}", abs: "{{ abs(data.total) }}"}
+    schedule: {time: "{{ data.at }}"}
+"""
+LOOSE_TABLE = load_rules_text(LOOSE_RULES)
+
+# Everything `json.loads` can hand over, strict or not: inf and nan (from `1e400`, or an event built
+# in code) and lone surrogates (from `"\ud800"` escapes) in values and in keys, at any depth.
+# `characters()` leaves surrogates out, so they are mixed in by hand.
+surrogates = st.integers(0xD800, 0xDFFF).map(chr)
+unicode_text = st.text(st.characters() | surrogates, max_size=6)
+loose_scalars = (
+    scalars | st.floats() | unicode_text | st.sampled_from([math.inf, -math.inf, math.nan])
+)
+loose_values: st.SearchStrategy[JSONValue] = st.recursive(
+    loose_scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["k", "x"]) | unicode_text, children, max_size=4)
+    ),
+    max_leaves=12,
+)
+# Each field leans to the type its rules want, so the strictness check is reached, not only the
+# type checks before it.
+loose_data = st.fixed_dictionaries(
+    {},
+    optional={
+        "total": st.floats() | loose_values,
+        "items": st.lists(loose_scalars, max_size=4) | loose_values,
+        "k": loose_values,
+        "at": st.sampled_from(["2030-01-01T09:00:00Z"]) | unicode_text | loose_values,
+    },
+)
+loose_documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.text(st.characters() | surrogates, min_size=1, max_size=6) | loose_values,
+        "time": unicode_text | loose_values,
+        "data": loose_data | loose_values,
+    },
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(loose_documents)
+def test_values_with_no_strict_json_form_never_raise_nor_reach_a_request(
+    document: JSONObject,
+) -> None:
+    meta = KafkaMeta("t", 0, 0, timestamp_ms=NOW_MS)
+    # Built as decode builds it: such values cannot all be written as JSON text to decode.
+    event = Event(RawMessage(meta, b"{}"), {**document, "_kafka": meta.as_document()})
+    for outcome in LOOSE_TABLE.evaluate(event, NOW_MS):
+        if isinstance(outcome, MappingFailure):
+            assert outcome.field != "-", outcome  # "-" means the safety net caught an exception
+            f"{outcome.field}: {outcome.message}".encode()  # a dead letter can carry it
+        else:
+            assert isinstance(outcome, SendIntent)
+            # Raises unless strict: a non-finite number (allow_nan) or a lone surrogate (UTF-8).
+            json.dumps(outcome.recipient, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            assert outcome.size_bytes == len(canonical_json(outcome.recipient).encode("utf-8"))
+            body = outcome.key.request_body([outcome.recipient])
+            assert validate_request(outcome.key.endpoint, body) == [], body
