@@ -81,7 +81,7 @@ def load_all(config: Path) -> Loaded | int:
     """Settings, rules and key, or exit code 2 after printing every problem."""
     try:
         settings = load_settings(config)
-        rules = load_rules(settings.rules)
+        rules = load_rules(settings.rules, max_bytes=settings.rules_max_bytes)
         api_key = load_api_key(settings).get_secret_value()
     except SettingsError as exc:
         _print_problems("invalid settings", exc.problems)

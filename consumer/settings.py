@@ -26,6 +26,7 @@ from pydantic import (
 from consumer.yaml_lines import LineIndex, YamlError, load_yaml_with_lines
 
 ENV_PREFIX = "BRAZE_CONSUMER_"
+SETTINGS_MAX_BYTES = 1_048_576  # the settings file is a few KB; a larger one is a mistake
 API_KEY_ENV = "BRAZE_API_KEY"
 
 # librdkafka properties the service owns: letting a user set them would break at-least-once.
@@ -156,6 +157,9 @@ class Settings(_Section):
     braze: BrazeSettings = BrazeSettings()
     batching: BatchingSettings = BatchingSettings()
     rules: Path = Path("config/rules.yaml")
+    # Each rules file at most this large: a 9 MB file takes ~400 MiB to load, more than the pod
+    # has to spare; 1 MiB holds about 1,400 rules.
+    rules_max_bytes: int = Field(1_048_576, ge=1_024, le=100 * 1_048_576)
     metrics: MetricsSettings = MetricsSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     dead_letter: DeadLetterSettings = DeadLetterSettings()
@@ -182,7 +186,7 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     """Read, override from the environment, validate. Raises SettingsError listing every problem."""
     env = os.environ if environ is None else environ
     try:
-        data, lines = load_yaml_with_lines(path)
+        data, lines = load_yaml_with_lines(path, max_bytes=SETTINGS_MAX_BYTES)
     except YamlError as exc:
         raise SettingsError([f"{path}:{exc.line}: {exc.message}"]) from None
     except OSError as exc:

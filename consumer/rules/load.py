@@ -11,9 +11,11 @@ from consumer.rules.errors import RuleProblem, RulesError
 from consumer.rules.evaluate import CompiledRule
 from consumer.rules.table import RulesTable
 from consumer.yaml_lines import (
+    DEFAULT_MAX_BYTES,
     LineIndex,
     Loc,
     YamlError,
+    YamlLimitError,
     load_yaml_with_lines,
     parse_yaml_with_lines,
 )
@@ -30,9 +32,12 @@ class _Loaded:
     problems: list[RuleProblem]
 
 
-def load_rules(path: Path | str) -> RulesTable:
-    """A file or a folder of rule files; raises RulesError listing every problem."""
-    return load_rules_many([Path(path)])
+def load_rules(path: Path | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> RulesTable:
+    """A file or a folder of rule files; raises RulesError listing every problem.
+
+    A file larger than `max_bytes` is refused unread (a problem, like any other).
+    """
+    return load_rules_many([Path(path)], max_bytes=max_bytes)
 
 
 def load_rules_text(text: str, name: str = "<rules>") -> RulesTable:
@@ -44,10 +49,13 @@ def load_rules_text(text: str, name: str = "<rules>") -> RulesTable:
     return _table([(name, _load_document(name, data, index))], [])
 
 
-def load_rules_many(paths: Sequence[Path]) -> RulesTable:
-    """Several files and/or folders as one table (rule ids unique across all of them)."""
+def load_rules_many(paths: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> RulesTable:
+    """Several files and/or folders as one table (rule ids unique across all of them).
+
+    `max_bytes` limits each file.
+    """
     files, problems = expand_rule_paths(paths)
-    return _table([(str(file), _load_file(file)) for file in files], problems)
+    return _table([(str(file), _load_file(file, max_bytes)) for file in files], problems)
 
 
 def _table(files: list[tuple[str, _Loaded]], problems: list[RuleProblem]) -> RulesTable:
@@ -85,10 +93,10 @@ def expand_rule_paths(paths: Sequence[Path]) -> tuple[list[Path], list[RuleProbl
     return files, problems
 
 
-def _load_file(path: Path) -> _Loaded:
+def _load_file(path: Path, max_bytes: int) -> _Loaded:
     name = str(path)
     try:
-        data, index = load_yaml_with_lines(path)
+        data, index = load_yaml_with_lines(path, max_bytes=max_bytes)
     except YamlError as exc:
         return _Loaded([], [], [_yaml_problem(name, exc)])
     except OSError as exc:
@@ -97,7 +105,9 @@ def _load_file(path: Path) -> _Loaded:
 
 
 def _yaml_problem(name: str, error: YamlError) -> RuleProblem:
-    return RuleProblem(name, error.line, "-", f"invalid YAML: {error.message}")
+    # A refused file (too large, too deep, aliases) may be valid YAML: its message says why.
+    prefix = "" if isinstance(error, YamlLimitError) else "invalid YAML: "
+    return RuleProblem(name, error.line, "-", f"{prefix}{error.message}")
 
 
 def _load_document(name: str, data: object, index: LineIndex) -> _Loaded:

@@ -92,3 +92,16 @@ def test_rules_folder_that_cannot_be_listed(
     err = capsys.readouterr().err
     assert f"{folder}: cannot read: Permission denied" in err
     assert "Traceback" not in err
+
+
+def test_rules_file_over_rules_max_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: []\n" + "# padding\n" * 200, encoding="utf-8")
+    monkeypatch.setenv("BRAZE_API_KEY", "startup-test-key-123")
+    config = _config(tmp_path, rules=str(rules), rules_max_bytes=1_024)
+    assert load_all(config) == 2
+    err = capsys.readouterr().err
+    assert f"{rules}:" in err
+    assert "Traceback" not in err
