@@ -12,6 +12,7 @@ from consumer.rules import load_rules_text
 from consumer.rules.conditions import compile_conditions, compile_path, resolve
 
 ABSENT = object()  # the field is not in the document at all
+CATASTROPHIC = r"^([a-z0-9]+)+@example\.com$"  # the pattern: nested quantifiers
 
 
 def holds(spec: object, value: object) -> bool:
@@ -93,6 +94,19 @@ CASES = [
     pytest.param({"matches": "^ship"}, "order.shipped", False, id="matches anchored"),
     pytest.param({"matches": "5"}, 5, False, id="matches number is false"),
     pytest.param({"matches": "."}, ABSENT, False, id="matches missing"),
+    # matches runs on RE2: the pattern cannot backtrack (Python's re spun for minutes)
+    pytest.param({"matches": CATASTROPHIC}, "a" * 40 + "!", False, id="matches catastrophic no"),
+    pytest.param({"matches": CATASTROPHIC}, "a" * 40 + "@example.com", True, id="catastrophic yes"),
+    pytest.param({"matches": CATASTROPHIC}, "a" * 100_000 + "!", False, id="catastrophic long"),
+    pytest.param({"matches": "(?i)^ORD"}, "order", True, id="matches case-insensitive flag"),
+    pytest.param({"matches": "^(?P<kind>[a-z]+)\\."}, "order.x", True, id="matches named group"),
+    pytest.param({"matches": "^é+$"}, "éé", True, id="matches non-ASCII"),
+    pytest.param({"matches": "^.$"}, "😀", True, id="matches one astral character"),
+    pytest.param({"matches": "^a.c$"}, "a\ud800c", True, id="matches lone surrogate"),
+    # RE2, unlike Python's re: \d is ASCII, $ is the very end of the text
+    pytest.param({"matches": "^\\d+$"}, "٣", False, id="matches d is ASCII"),
+    pytest.param({"matches": "^\\p{Nd}+$"}, "٣", True, id="matches Unicode digits"),
+    pytest.param({"matches": "x$"}, "x\n", False, id="matches dollar is end of text"),
 ]
 
 

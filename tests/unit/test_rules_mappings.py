@@ -410,3 +410,37 @@ rules:
     assert [o.rule_id for o in outcomes] == ["first", "second"]
     assert rules.topics == frozenset({"t", "u"})
     assert rules.rule_ids == ("first", "second", "third")
+
+
+RESULT_BOUND_CASES = [
+    pytest.param("{{ data.items[*] }}", 100_001, id="projection of over 100,000 values"),
+    pytest.param("n={{ data.items[*] }}", 100_001, id="the same in mixed text"),
+    # Allowed at load (64 times the event at most), but the references it repeats would write
+    # out 64 times the list: measured before anything serialises them.
+    pytest.param("{{ data.items" + " | [@, @]" * 6 + " }}", 2_000, id="repeated references"),
+]
+
+
+@pytest.mark.parametrize(("mapping", "count"), RESULT_BOUND_CASES)
+def test_a_result_too_large_to_use_fails_the_mapping(mapping: str, count: int) -> None:
+    rules = table(f"    properties: {{p: {json.dumps(mapping)}}}\n")
+    failure = only(rules.evaluate(event({"user": "u", "data": {"items": [0] * count}}), NOW_MS))
+    assert isinstance(failure, MappingFailure)
+    assert (failure.rule_id, failure.field, failure.reason) == ("r", "properties", "mapping_error")
+    assert "it builds more than 100,000 values or 1,000,000 characters" in failure.message
+
+
+def test_long_text_results_are_bounded_by_characters() -> None:
+    rules = table("    properties: {p: \"{{ join('', data.parts) }}\"}\n")
+    document: JSONObject = {"user": "u", "data": {"parts": ["x" * 1_000] * 1_001}}
+    failure = only(rules.evaluate(event(document), NOW_MS))
+    assert isinstance(failure, MappingFailure)
+    assert "it builds more than 100,000 values or 1,000,000 characters" in failure.message
+
+
+def test_a_field_chain_is_not_measured_it_is_part_of_the_event() -> None:
+    # The event bounds its size; a large one is Braze's 50 KB limit to refuse (too_large).
+    rules = table("    properties: {p: '{{ data.items }}'}\n")
+    failure = only(rules.evaluate(event({"user": "u", "data": {"items": [0] * 100_001}}), NOW_MS))
+    assert isinstance(failure, MappingFailure)
+    assert (failure.field, failure.reason) == ("properties", "too_large")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -215,7 +216,7 @@ CASES = [
     ),
     pytest.param(
         VALID + "    when:\n      type: {matches: '(unclosed'}\n",
-        (8, "ok", "`matches`: missing ), unterminated subpattern"),
+        (8, "ok", "`matches`: pattern `(unclosed` is not valid RE2 syntax: missing ): (unclosed"),
         id="invalid regex",
     ),
     pytest.param(
@@ -286,6 +287,102 @@ def test_each_mistake_is_reported_with_its_line(text: str, expected: tuple[int, 
     line, rule_id, words = expected
     found = problems_of(text)
     assert any(p[0] == line and p[1] == rule_id and words in p[2] for p in found), found
+
+
+# `matches` runs on RE2 (linear time): what only a backtracking engine can do is refused at load.
+REGEX_CASES = [
+    pytest.param(
+        r"(a)\1",
+        r"invalid escape sequence: \1 (backreferences are not supported: RE2 matches in linear",
+        id="backreference",
+    ),
+    pytest.param("a(?=b)", "operator: (?= (lookahead is not supported", id="lookahead"),
+    pytest.param("a(?!b)", "operator: (?! (lookahead is not supported", id="negative lookahead"),
+    pytest.param("(?<=a)b", "(?<= (lookbehind is not supported", id="lookbehind"),
+    pytest.param("(?<!a)b", "(?<! (lookbehind is not supported", id="negative lookbehind"),
+    pytest.param("(?>a+)b", "(atomic groups are not supported", id="atomic group"),
+    pytest.param("a++b", "(possessive quantifiers are not supported", id="possessive"),
+    pytest.param(r"a\Z", r"invalid escape sequence: \Z (write \z for the end of the text", id="Z"),
+    pytest.param("a{1001}", "invalid repetition size: {1001}", id="repetition over 1000"),
+    pytest.param(
+        "^.{0,255}$",
+        "compiles to 2297 RE2 instructions (at most 2000): matching costs up to that much",
+        id="program too large",
+    ),
+]
+
+
+@pytest.mark.parametrize(("pattern", "words"), REGEX_CASES)
+def test_patterns_re2_cannot_match_in_linear_time_are_refused(pattern: str, words: str) -> None:
+    text = VALID + f"    when:\n      data.email: {{matches: '{pattern}'}}\n"
+    [(line, rule_id, message)] = problems_of(text)
+    assert (line, rule_id) == (8, "ok")
+    assert message.startswith(f"`matches`: pattern `{pattern}` "), message
+    assert words in message, message
+
+
+# `{{ expr }}` is bounded at load: length, nesting, and a cost model that refuses expressions
+# whose result or work could multiply the event (tests/unit/test_rules_bounded.py for the model).
+DOUBLING = "[@,@][] | "  # the issue's expression: each step doubles its input
+EXPRESSION_CASES = [
+    pytest.param("a." * 500 + "b", "is 1,001 characters long (at most 1,000)", id="too long"),
+    pytest.param(
+        "(" * 800 + "a" + ")" * 800,
+        "is 1,601 characters long (at most 1,000)",
+        id="800 nested parentheses of the issue",
+    ),
+    pytest.param(
+        "(" * 400 + "a" + ")" * 400, "nests 400 levels deep (at most 32)", id="nested parentheses"
+    ),
+    pytest.param("!" * 900 + "a", "nests 900 levels deep (at most 32)", id="nested negations"),
+    pytest.param("`" + "[" * 33 + "1" + "]" * 33 + "`", "nests 33 levels deep", id="deep literal"),
+    pytest.param(" | ".join(["a"] * 40), "nests 40 levels deep (at most 32)", id="40 pipes"),
+    pytest.param(
+        DOUBLING * 10 + "@",
+        "can build a result 1,024 times the size of the event (at most 64): each `[a, b]`",
+        id="doubling ten times",
+    ),
+    pytest.param(
+        DOUBLING * 6 + "@",
+        "can take 252 steps per character of the event (at most 128)",
+        id="doubling six times",
+    ),
+    pytest.param(
+        "to_string(to_array(to_string(to_array(to_string(data)))))",
+        "can build a result 2,744 times the size of the event (at most 64)",
+        id="to_string escaping its own output",
+    ),
+    pytest.param(
+        "data.items[*].[" + ",".join(["{a: @}"] * 9) + "]",
+        "can build a result 82 times the size of the event",
+        id="nine hashes per element",
+    ),
+    pytest.param(
+        '`"' + "x" * 400 + '"` | ' + DOUBLING * 8 + "@",
+        "from its literals alone (at most 64,000 and 128,000)",
+        id="doubling a literal",
+    ),
+    pytest.param(
+        "frobnicate(a)", "`frobnicate(a)`: unknown function `frobnicate()`", id="function"
+    ),
+    pytest.param("length(a, b)", "`length()` takes 1 argument, got 2", id="arity"),
+    pytest.param("merge()", "`merge()` takes at least 1 argument, got 0", id="variadic arity"),
+    pytest.param(
+        "join(data.name, data.tags)",
+        "the separator of `join()` must not depend on the event",
+        id="join separator from the event",
+    ),
+]
+
+
+@pytest.mark.parametrize(("expression", "words"), EXPRESSION_CASES)
+def test_unbounded_expressions_are_refused_with_their_line(expression: str, words: str) -> None:
+    template = json.dumps("{{ " + expression + " }}")
+    text = VALID + f"    properties:\n      a: 1\n      p: {template}\n"
+    [(line, rule_id, message)] = problems_of(text)
+    assert (line, rule_id) == (9, "ok")
+    assert message.startswith("expression `"), message
+    assert words in message, message
 
 
 FILE_CASES = [
