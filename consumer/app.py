@@ -31,7 +31,8 @@ from consumer.kafka_io import (
 from consumer.metrics import Metrics, MetricsServer
 from consumer.offsets import OffsetTracker
 from consumer.pipeline import HaltError, Pipeline, PipelineSettings, Ticket
-from consumer.rules import RulesError, RulesTable, load_rules
+from consumer.reload import RulesWatcher, VersionedRules, load_versioned
+from consumer.rules import RulesError, RulesTable
 from consumer.service import ConsumerService, LoopSettings
 from consumer.settings import (
     Settings,
@@ -75,13 +76,15 @@ class Loaded:
     settings: Settings
     rules: RulesTable
     api_key: str
+    rules_version: str = ""
 
 
 def load_all(config: Path) -> Loaded | int:
     """Settings, rules and key, or exit code 2 after printing every problem."""
     try:
         settings = load_settings(config)
-        rules = load_rules(settings.rules, max_bytes=settings.rules_max_bytes)
+        versioned = load_versioned(settings.rules, settings.rules_max_bytes)
+        rules = versioned.table
         api_key = load_api_key(settings).get_secret_value()
     except SettingsError as exc:
         _print_problems("invalid settings", exc.problems)
@@ -92,8 +95,13 @@ def load_all(config: Path) -> Loaded | int:
     except OSError as exc:  # e.g. a rules folder that cannot be listed
         _print_problems("invalid rules", [f"{exc.filename or '-'}: cannot read: {exc.strerror}"])
         return 2
-    log.info("%d rules over topics %s", len(rules.rule_ids), ", ".join(sorted(rules.topics)))
-    return Loaded(settings, rules, api_key)
+    log.info(
+        "rules version %s: %d rules over topics %s",
+        versioned.version,
+        len(rules.rule_ids),
+        ", ".join(sorted(rules.topics)),
+    )
+    return Loaded(settings, rules, api_key, versioned.version)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -128,6 +136,7 @@ def build_parts(loaded: Loaded, clock: Clock | None = None) -> Parts:
     settings = loaded.settings
     clock = clock or SystemClock()
     metrics = Metrics()
+    metrics.rules_loaded(loaded.rules_version)
     client = BrazeClient(
         braze_client_config(settings),
         loaded.api_key,
@@ -137,6 +146,7 @@ def build_parts(loaded: Loaded, clock: Clock | None = None) -> Parts:
     producer = DeadLetterProducer(kafka_producer_config(settings), settings.kafka.dead_letter_topic)
     pipeline = Pipeline(
         rules=loaded.rules,
+        rules_version=loaded.rules_version,
         batcher=Batcher[Ticket](settings.batching.max_recipients, settings.batching.max_wait_ms),
         tracker=OffsetTracker(),
         sender=client,
@@ -189,6 +199,12 @@ def run_service(
             server,
             loop_settings(settings, exit_when_idle_s),
             clock=parts.clock,
+            watcher=RulesWatcher(
+                settings.rules,
+                settings.rules_max_bytes,
+                VersionedRules(loaded.rules, loaded.rules_version),
+                parts.metrics,
+            ),
         )
     except (KafkaConfigError, OSError) as exc:
         server.stop()

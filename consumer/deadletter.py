@@ -39,6 +39,7 @@ class DeadLetter:
     attempts: int = 0
     first_failed_at: datetime | None = None
     failed_at: datetime | None = None
+    rules_version: str = ""  # of the rules table that handled the event (`consumer.reload`)
 
     def headers(self, now: datetime | None = None) -> list[tuple[str, bytes | None]]:
         """Original headers first, exactly as consumed, then the `dlq.*` headers (UTF-8)."""
@@ -49,6 +50,7 @@ class DeadLetter:
             "dlq.reason": self.reason,
             "dlq.error": cut(self.error),
             "dlq.rule_id": self.rule_id,
+            "dlq.rules_version": self.rules_version,
             "dlq.attempts": str(self.attempts),
             "dlq.source.topic": meta.topic,
             "dlq.source.partition": str(meta.partition),

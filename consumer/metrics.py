@@ -65,8 +65,18 @@ class Metrics:
         self._define_event_metrics()
         self._define_request_metrics()
         self._define_pipeline_metrics()
-        Info(f"{PREFIX}build", "Version of the running service.", registry=self.registry).info(
-            {"version": __version__, "python": platform.python_version()}
+        self._build = Info(
+            f"{PREFIX}build",
+            "Version of the running service and of its rules.",
+            registry=self.registry,
+        )
+        self._build.info({"version": __version__, "python": platform.python_version()})
+        self._rules_info = self._gauge(
+            "rules_info", "1 for the hash of the rules in use.", ["hash"]
+        )
+        self._rules_hash: str | None = None
+        self._reloads = self._counter(
+            "rules_reloads_total", "Changed rules files taken (ok) or refused (failed).", ["result"]
         )
         self._up.set(1)
 
@@ -126,6 +136,14 @@ class Metrics:
         self._paused = self._gauge("paused_partitions", "Partitions paused for backpressure.")
         self._lag = self._gauge(
             "lag_messages", "High watermark minus committed offset.", ["topic", "partition"]
+        )
+        self._lag_s = self._gauge(
+            "lag_seconds",
+            "Age of the oldest unsettled event read from the partition (0 when none).",
+            ["topic", "partition"],
+        )
+        self._committed_offset = self._gauge(
+            "committed_offset", "The last offset committed.", ["topic", "partition"]
         )
         self._commits = self._counter("commits_total", "Offset commits acknowledged.")
         self._offsets_committed = self._counter(
@@ -226,13 +244,33 @@ class Metrics:
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self._lag.labels(topic, str(partition)).set(max(lag, 0))
 
+    def set_lag_seconds(self, topic: str, partition: int, seconds: float) -> None:
+        self._lag_s.labels(topic, str(partition)).set(max(seconds, 0.0))
+
+    def set_committed_offset(self, topic: str, partition: int, offset: int) -> None:
+        self._committed_offset.labels(topic, str(partition)).set(offset)
+
+    def rules_loaded(self, rules_hash: str) -> None:
+        """The rules now in use (at start and after each reload)."""
+        if self._rules_hash is not None:
+            self._rules_info.remove(self._rules_hash)
+        self._rules_hash = rules_hash
+        self._rules_info.labels(rules_hash).set(1)
+        self._build.info(
+            {"version": __version__, "python": platform.python_version(), "rules": rules_hash}
+        )
+
+    def rules_reload(self, ok: bool) -> None:
+        self._reloads.labels("ok" if ok else "failed").inc()
+
     def forget_partitions(self, partitions: Iterable[tuple[str, int]]) -> None:
-        """Drop lag series of revoked partitions, so another member's figure is not doubled."""
+        """Drop the series of revoked partitions, so another member's figure is not doubled."""
         for topic, partition in partitions:
-            try:
-                self._lag.remove(topic, str(partition))
-            except KeyError:  # never reported: nothing to forget
-                continue
+            for gauge in (self._lag, self._lag_s, self._committed_offset):
+                try:
+                    gauge.remove(topic, str(partition))
+                except KeyError:  # never reported: nothing to forget
+                    continue
 
     def set_in_flight_events(self, n: int) -> None:
         self._in_flight_events.set(n)

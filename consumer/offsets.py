@@ -39,6 +39,7 @@ class _Message:
     pending: int
     tail_offset: int  # highest offset tracked before the next message with pending intents
     size_bytes: int = 0  # of the message, while it is unsettled (memory accounting)
+    timestamp_ms: int | None = None  # its Kafka timestamp: how old the oldest unsettled event is
 
 
 # What a commit says: the offset, and the settled ranges above it.
@@ -87,7 +88,14 @@ class OffsetTracker:
         """Whether an earlier owner settled `offset`: track it with pending=0, do not process it."""
         return contains(self._inherited.get(tp, ()), offset)
 
-    def track(self, tp: TopicPartition, offset: int, pending: int, size_bytes: int = 0) -> None:
+    def track(
+        self,
+        tp: TopicPartition,
+        offset: int,
+        pending: int,
+        size_bytes: int = 0,
+        timestamp_ms: int | None = None,
+    ) -> None:
         """Records a consumed message with `pending` unsettled intents (0: already settled);
         `size_bytes` counts in `unsettled_bytes()` until it settles.
 
@@ -109,7 +117,7 @@ class OffsetTracker:
             else:
                 part.position = offset + 1
             return
-        message = _Message(offset, pending, offset, size_bytes)
+        message = _Message(offset, pending, offset, size_bytes, timestamp_ms)
         part.waiting.append(message)
         part.by_offset[offset] = message
         part.unsettled += 1
@@ -201,6 +209,13 @@ class OffsetTracker:
             return self._unsettled_total
         part = self._parts.get(tp)
         return 0 if part is None else part.unsettled
+
+    def oldest_unsettled_timestamp_ms(self, tp: TopicPartition) -> int | None:
+        """Kafka timestamp of the oldest message of `tp` with unsettled intents, if known."""
+        part = self._parts.get(tp)
+        if part is None or not part.waiting:
+            return None
+        return part.waiting[0].timestamp_ms
 
     def oldest_unsettled(self, tp: TopicPartition) -> int | None:
         """Offset of the oldest message of `tp` with unsettled intents (what blocks the commit)."""

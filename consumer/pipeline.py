@@ -16,6 +16,7 @@ Everything here runs on the consumer thread except `BatchSender.send_batch`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class Ticket:
     tp: TopicPartition
     offset: int
     generation: int  # which assignment of `tp` consumed it; results from an older one are ignored
+    rules_version: str = ""  # of the table that handled it, for its dead letters
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,7 @@ class Pipeline:
         self,
         *,
         rules: RulesTable,
+        rules_version: str = "",
         batcher: Batcher[Ticket],
         tracker: OffsetTracker,
         sender: BatchSender,
@@ -95,6 +98,7 @@ class Pipeline:
         on_wait: Callable[[], None] = lambda: None,  # runs during long waits (liveness)
     ) -> None:
         self.rules = rules
+        self.rules_version = rules_version
         self.stats = PipelineStats()
         self._batcher = batcher
         self._tracker = tracker
@@ -162,6 +166,11 @@ class Pipeline:
     def take_commits(self) -> dict[TopicPartition, Commit]:
         return self._tracker.take_commits()
 
+    def use_rules(self, rules: RulesTable, version: str) -> None:
+        """Swap the rules table between two events; intents already made go on as they are."""
+        self.rules = rules
+        self.rules_version = version
+
     def close(self) -> None:
         self._sends.close()
 
@@ -178,6 +187,13 @@ class Pipeline:
 
     def unsettled_bytes(self) -> int:
         return self._tracker.unsettled_bytes()
+
+    def oldest_unsettled_age_s(self, tp: TopicPartition) -> float:
+        """Seconds since the Kafka timestamp of the oldest unsettled event of `tp` (0: none)."""
+        timestamp_ms = self._tracker.oldest_unsettled_timestamp_ms(tp)
+        if timestamp_ms is None:
+            return 0.0
+        return max(0.0, self._clock.wall_s() - timestamp_ms / 1000)
 
     def unsettled(self, tps: Collection[TopicPartition] | None = None) -> int:
         if tps is None:
@@ -229,22 +245,23 @@ class Pipeline:
             self.stats.already_settled += 1
             self._metrics.already_settled(raw.meta.topic)
             return
-        ticket = Ticket(raw, tp, offset, self._generations.get(tp, 0))
+        ticket = Ticket(raw, tp, offset, self._generations.get(tp, 0), self.rules_version)
         size = len(raw.value or b"")
         if size > self._max_event_bytes:
-            self._tracker.track(tp, offset, 1, size)
+            self._tracker.track(tp, offset, 1, size, raw.meta.timestamp_ms)
             error = f"the event is {size} bytes; kafka.max_event_bytes is {self._max_event_bytes}"
             self._dead_letter(DeadLetter(raw, Reason.TOO_LARGE, error), ticket)
             return
         decoded = decode(raw)
         if isinstance(decoded, DecodeError):
-            self._tracker.track(tp, offset, 1, size)
+            self._tracker.track(tp, offset, 1, size, raw.meta.timestamp_ms)
             self._dead_letter(DeadLetter(raw, decoded.reason, decoded.detail), ticket)
             return
         outcomes = self.rules.evaluate(decoded, to_ms(self._clock.wall_s()))
         if only_rule is not None:
             outcomes = [o for o in outcomes if o.rule_id == only_rule]
-        self._tracker.track(tp, offset, sum(not isinstance(o, RuleSkip) for o in outcomes), size)
+        units = sum(not isinstance(o, RuleSkip) for o in outcomes)
+        self._tracker.track(tp, offset, units, size, raw.meta.timestamp_ms)
         if not outcomes:
             self._count_skip("-", "no_match")
         for outcome in outcomes:
@@ -421,6 +438,7 @@ class Pipeline:
             ticket.tp[1],
             ticket.offset,
         )
+        letter = dataclasses.replace(letter, rules_version=ticket.rules_version)
         self._dlq.write(letter, lambda: self._settle(ticket), lambda: self._current(ticket))
 
     def _record(self, *, dead_lettered: bool) -> None:

@@ -24,6 +24,7 @@ from consumer.metrics import Metrics, MetricsServer
 from consumer.offsets import TopicPartition
 from consumer.pipeline import Pipeline
 from consumer.progress import decode as decode_progress
+from consumer.reload import RulesWatcher
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ _LAG_INTERVAL_S = 5.0
 _COMMITTED_TIMEOUT_S = 10.0
 _BUSY_POLL_S = 0.005  # results are waiting: come back for them almost at once
 _IDLE_POLL_S = 0.2
+_PROGRESS_INTERVAL_S = 60.0  # a quiet service still says it is alive
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class ConsumerService:
         settings: LoopSettings,
         *,
         clock: Clock,
+        watcher: RulesWatcher | None = None,
     ) -> None:
         self.pipeline = pipeline
         self._metrics = metrics
@@ -68,6 +71,8 @@ class ConsumerService:
         self._closing = False
         self._last_commit_s = 0.0
         self._committed: dict[TopicPartition, int] = {}  # what the lag is measured from
+        self._watcher = watcher
+        self._topics: frozenset[str] = frozenset()
         self._source = source_factory(self)
 
     def stop(self) -> None:
@@ -116,8 +121,9 @@ class ConsumerService:
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self, topics: frozenset[str]) -> int:
+        self._topics = topics
         self._source.subscribe(topics)
-        last_lag_s = self._clock.monotonic_s()
+        last_lag_s = last_progress_s = self._clock.monotonic_s()
         idle_since: float | None = None
         try:
             while not self._stop.is_set():
@@ -127,6 +133,10 @@ class ConsumerService:
                 if now_s - last_lag_s >= _LAG_INTERVAL_S:
                     self._update_lag()
                     last_lag_s = now_s
+                if now_s - last_progress_s >= _PROGRESS_INTERVAL_S:
+                    self._log_progress()
+                    last_progress_s = now_s
+                self._reload_rules(now_s)
                 idle_since = self._idle_check(consumed, idle_since, now_s)
             return self._drain()
         finally:
@@ -204,6 +214,40 @@ class ConsumerService:
     def _update_lag(self) -> None:
         for (topic, partition), lag in self._lag().items():
             self._metrics.set_lag(topic, partition, lag)
+        for tp in self._assigned:
+            self._metrics.set_lag_seconds(tp[0], tp[1], self.pipeline.oldest_unsettled_age_s(tp))
+            if tp in self._committed:
+                self._metrics.set_committed_offset(tp[0], tp[1], self._committed[tp])
+
+    def _log_progress(self) -> None:
+        stats = self.pipeline.stats
+        log.info(
+            "progress: consumed %d, sent %d, skipped %d, dead-lettered %d, unsettled %d, lag %d%s",
+            stats.consumed,
+            stats.recipients_sent,
+            stats.skipped,
+            sum(self.pipeline.dead_lettered.values()),
+            self.pipeline.unsettled(),
+            sum(self._lag().values()),
+            ", holding for Braze" if self.pipeline.holding else "",
+        )
+
+    def _reload_rules(self, now_s: float) -> None:
+        """Take a changed rules table between two events; re-subscribe if its topics changed."""
+        if self._watcher is None:
+            return
+        loaded = self._watcher.check(now_s)
+        if loaded is None:
+            return
+        self.pipeline.use_rules(loaded.table, loaded.version)
+        if loaded.table.topics != self._topics:
+            log.info(
+                "the rules' topics changed (%s -> %s): re-subscribing",
+                ", ".join(sorted(self._topics)),
+                ", ".join(sorted(loaded.table.topics)),
+            )
+            self._topics = loaded.table.topics
+            self._source.subscribe(self._topics)
 
     def publish_gauges(self) -> None:
         """Gauges and the liveness heartbeat; also called during long waits (drain, revoke)."""
