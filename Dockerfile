@@ -14,7 +14,7 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# A fixed numeric uid, so the pod's runAsNonRoot can verify it (k8s/deployment.yaml).
+# A fixed numeric uid, so the pod's runAsNonRoot can verify it (k8s/base/deployment.yaml).
 RUN groupadd --system --gid 10001 consumer \
     && useradd --system --uid 10001 --gid consumer --no-create-home --shell /usr/sbin/nologin consumer
 # Bind-mounted, not copied: the wheels never become a layer of the final image.

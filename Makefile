@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint typecheck unit integration demo bench check-alerts check-dockerfile clean
+.PHONY: test lint typecheck unit integration demo bench check-alerts check-dockerfile check-k8s clean
 
 # (Re)install when pyproject.toml changes; a fresh clone gets the virtualenv here.
 $(STAMP): pyproject.toml
@@ -23,7 +23,7 @@ typecheck: $(STAMP)
 
 # Unit tests first, then integration tests; the pytest session fixture starts the Kafka broker
 # (scripts/kafka-local) unless KAFKA_BOOTSTRAP_SERVERS is set, and stops it even when tests fail.
-test: lint typecheck check-alerts check-dockerfile
+test: lint typecheck check-alerts check-dockerfile check-k8s
 	$(BIN)/python -m pytest tests/unit tests/integration
 
 unit: $(STAMP)
@@ -37,6 +37,10 @@ check-alerts:
 
 check-dockerfile: $(STAMP)
 	scripts/check-dockerfile
+
+# Builds every Kustomize overlay and validates it offline against the Kubernetes schemas.
+check-k8s: $(STAMP)
+	$(BIN)/python scripts/check-k8s
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
