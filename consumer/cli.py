@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from consumer import __version__
+
 # Modules exposing `register(subparsers)`; each sets `handler` (args -> exit code) on its parser.
 COMMAND_MODULES: tuple[str, ...] = (
     "consumer.app",
@@ -22,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="braze-consumer",
         description="Kafka events in, Braze API-triggered Canvas and campaign sends out.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

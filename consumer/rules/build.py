@@ -16,7 +16,13 @@ from pydantic import ValidationError
 
 from consumer.intents import Endpoint
 from consumer.rules import model
-from consumer.rules.conditions import Condition, Step, compile_conditions, compile_path
+from consumer.rules.conditions import (
+    Condition,
+    Step,
+    compile_conditions,
+    compile_path,
+    condition_warnings,
+)
 from consumer.rules.durations import parse_duration_ms
 from consumer.rules.evaluate import CompiledRule, Identity, SchedulePlan
 from consumer.rules.model import IDENTIFIERS, Issue, RuleSpec
@@ -219,3 +225,16 @@ def _kind(value: object) -> str:
     if value is None:
         return "nothing"
     return "a list" if isinstance(value, list) else f"a {type(value).__name__}"
+
+
+def rule_warnings(raw: object) -> list[Issue]:
+    """What `rules check` warns about in one raw rule (locations relative to the rule).
+
+    Warnings never stop a rule from loading: conditions that can never hold, so far.
+    """
+    if not isinstance(raw, dict):
+        return []
+    when = raw.get("when")
+    if not isinstance(when, dict):
+        return []
+    return condition_warnings({key: value for key, value in when.items() if isinstance(key, str)})

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from consumer.events import DecodeError, KafkaMeta, RawMessage, decode
+from consumer.events import DecodeError, Event, KafkaMeta, RawMessage, decode
 from consumer.intents import (
     MappingFailure,
     Outcome,
@@ -20,11 +22,24 @@ from consumer.intents import (
     strict_json_problem,
 )
 from consumer.json_types import JSONObject, JSONValue
-from consumer.rules.errors import RulesError
+from consumer.rules.build import rule_warnings
+from consumer.rules.conditions import (
+    Condition,
+    Step,
+    accepted_types,
+    compile_conditions,
+    describe_types,
+    json_type,
+    resolve,
+)
+from consumer.rules.errors import RuleProblem, RulesError
+from consumer.rules.jsonvalues import as_json
 from consumer.rules.load import expand_rule_paths, load_rules, load_rules_many
 from consumer.rules.table import RulesTable
+from consumer.yaml_lines import LineIndex, Loc, YamlError, load_yaml_with_lines
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+SHOWN_MAX_CHARS = 200  # an event value quoted in an explanation is cut after this many characters
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -57,14 +72,19 @@ def run_check(args: argparse.Namespace) -> int:
         for path in missing:
             print(f"error: no such file or folder: {path}", file=sys.stderr)
         return EXIT_USAGE
+    warnings = check_warnings(paths)
     try:
         table = load_rules_many(paths)
     except RulesError as exc:
-        _print_problems(exc)
+        names = [str(file) for file in expand_rule_paths(paths)[0]]
+        _print_problems(exc, warnings, names)
         return EXIT_INVALID
+    for warning in warnings:
+        print(warning)
     files = len(expand_rule_paths(paths)[0])
     rules = len(table.rule_ids)
-    print(f"ok: {rules} rule{'s' * (rules != 1)} in {files} file{'s' * (files != 1)}")
+    summary = f"ok: {rules} rule{'s' * (rules != 1)} in {files} file{'s' * (files != 1)}"
+    print(summary + (f", {_count(len(warnings), 'warning')}" if warnings else ""))
     return EXIT_OK
 
 
@@ -82,12 +102,19 @@ def run_preview(args: argparse.Namespace) -> int:
     except RulesError as exc:
         _print_problems(exc)
         return EXIT_INVALID
+    for warning in check_warnings([args.rules]):
+        print(warning, file=sys.stderr)
+    if args.topic not in table.topics:
+        print(f"warning: {_unread_topic_message(table, args.topic)}", file=sys.stderr)
+    written = written_conditions([args.rules])
     now_ms = args.now_ms if args.now_ms is not None else int(time.time() * 1000)
     meta = _kafka_meta(args, headers, now_ms)
     try:
         with _open_events(args.event) as stream:
-            for report in preview_lines(table, meta, stream, now_ms):
+            for report in preview_lines(table, meta, stream, now_ms, written):
                 print(preview_json(report))
+    except BrokenPipeError:
+        raise  # `rules preview ... | head`: the reader left; main() ends quietly
     except OSError as exc:
         print(f"error: cannot read {args.event}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
@@ -109,9 +136,18 @@ def _kafka_meta(
 
 
 def preview_lines(
-    table: RulesTable, meta: KafkaMeta, lines: Iterable[bytes], now_ms: int
+    table: RulesTable,
+    meta: KafkaMeta,
+    lines: Iterable[bytes],
+    now_ms: int,
+    written: Mapping[str, tuple[WrittenCondition, ...]] | None = None,
 ) -> Iterator[JSONObject]:
-    """One report per non-blank line; line n is offset n-1, as if consumed in order."""
+    """One report per non-blank line; line n is offset n-1, as if consumed in order.
+
+    With `written` (from `written_conditions`), the report of an event no rule matched says why
+    under `unmatched`: per rule of the topic its first failed condition, or that no rule reads
+    the topic.
+    """
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -128,7 +164,10 @@ def preview_lines(
             yield _report(number, [], [], [error], matched=False)
         else:
             outcomes = table.evaluate(decoded, now_ms)
-            yield _outcomes_report(number, outcomes)
+            report = _outcomes_report(number, outcomes)
+            if not outcomes and written is not None:
+                report["unmatched"] = why_unmatched(table, written, decoded)
+            yield report
 
 
 def preview_json(report: JSONObject) -> str:
@@ -206,7 +245,161 @@ def _open_events(name: str) -> IO[bytes]:
     return open(name, "rb")
 
 
-def _print_problems(error: RulesError) -> None:
-    for problem in error.problems:
+def _print_problems(
+    error: RulesError, warnings: Sequence[RuleProblem] = (), files: Sequence[str] = ()
+) -> None:
+    """Problems and warnings on stdout in `files` and line order; their count on stderr.
+
+    Problems about no file of `files` (a folder without rule files) come first, as the loader
+    lists them; on one line, a problem comes before a warning (the sort is stable).
+    """
+    rank = {name: position for position, name in enumerate(files)}
+    merged = [*error.problems, *warnings]
+    for problem in sorted(merged, key=lambda p: (rank.get(p.file, -1), p.line)):
         print(problem)
-    print(f"{len(error.problems)} problem(s) found", file=sys.stderr)
+    count = f"{len(error.problems)} problem(s) found"
+    print(count + (f", {_count(len(warnings), 'warning')}" if warnings else ""), file=sys.stderr)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' * (number != 1)}"
+
+
+# -- what loads but cannot work, and why an event matched nothing -------------------------------
+
+
+@dataclass(frozen=True)
+class RawRule:
+    """One rule as its file writes it, before compiling: where warnings and explanations look."""
+
+    file: str
+    rule_id: str  # "-" without a readable id
+    spec: Mapping[object, object]
+    index: LineIndex
+    loc: Loc  # the rule's location in its file, ("rules", position)
+
+    def line_of(self, loc: Loc) -> int:
+        return self.index.line_of((*self.loc, *loc))
+
+
+def raw_rules(paths: Sequence[Path]) -> Iterator[RawRule]:
+    """Every rule mapping of the files `paths` name; unreadable files are the loader's to report."""
+    for file in expand_rule_paths(paths)[0]:
+        try:
+            data, index = load_yaml_with_lines(file)
+        except (YamlError, OSError):
+            continue
+        rules = data.get("rules") if isinstance(data, dict) else None
+        for position, spec in enumerate(rules if isinstance(rules, list) else []):
+            if isinstance(spec, dict):
+                rule_id = spec.get("id")
+                name = rule_id if isinstance(rule_id, str) and rule_id else "-"
+                yield RawRule(str(file), name, spec, index, ("rules", position))
+
+
+def check_warnings(paths: Sequence[Path]) -> list[RuleProblem]:
+    """`file:line: rule-id: warning: ...` for each condition that can never hold."""
+    return [
+        RuleProblem(rule.file, rule.line_of(loc), rule.rule_id, f"warning: {message}")
+        for rule in raw_rules(paths)
+        for loc, message in rule_warnings(rule.spec)
+    ]
+
+
+@dataclass(frozen=True)
+class WrittenCondition:
+    """One condition as written (`path: {operator: expected}`), compiled on its own."""
+
+    path: str
+    operator: str
+    expected: JSONValue
+    condition: Condition
+
+
+def written_conditions(paths: Sequence[Path]) -> dict[str, tuple[WrittenCondition, ...]]:
+    """Per rule id, its conditions in the order the rule tests them (the file's order)."""
+    return {rule.rule_id: _conditions_of(rule.spec) for rule in raw_rules(paths)}
+
+
+def _conditions_of(spec: Mapping[object, object]) -> tuple[WrittenCondition, ...]:
+    when = spec.get("when")
+    if not isinstance(when, Mapping):
+        return ()
+    found: list[WrittenCondition] = []
+    for path, tests in when.items():
+        pairs = tests.items() if isinstance(tests, Mapping) else [("eq", tests)]
+        for name, operand in pairs:
+            compiled, issues = compile_conditions({str(path): {name: operand}})
+            if compiled and not issues:
+                found.append(WrittenCondition(str(path), str(name), as_json(operand), compiled[0]))
+    return tuple(found)
+
+
+def why_unmatched(
+    table: RulesTable, written: Mapping[str, tuple[WrittenCondition, ...]], event: Event
+) -> list[JSONValue]:
+    """Per rule of the event's topic, its first condition that failed; or that none reads it."""
+    topic = event.raw.meta.topic
+    rules = [rule for rule in table.rules if topic in rule.topics]
+    if not rules:
+        read: list[JSONValue] = [*sorted(table.topics)]
+        entry: JSONObject = {"rule_id": None, "topic": topic, "rule_topics": read}
+        entry["message"] = _unread_topic_message(table, topic)
+        return [entry]
+    found: list[JSONValue] = []
+    for rule in rules:
+        conditions = written.get(rule.rule_id, ())
+        failed = next((c for c in conditions if not c.condition.holds(event.document)), None)
+        if failed is not None:
+            found.append(_failed_condition(rule.rule_id, failed, event.document))
+    return found
+
+
+def _unread_topic_message(table: RulesTable, topic: str) -> str:
+    read = sorted(table.topics)
+    close = difflib.get_close_matches(topic, read, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"no rule reads topic {topic}{hint}; the rules read: {', '.join(read)}"
+
+
+def _failed_condition(rule_id: str, written: WrittenCondition, document: JSONObject) -> JSONObject:
+    found, actual = _lookup(document, written.condition.steps)
+    expected = json.dumps(written.expected, ensure_ascii=False)
+    condition = f"{written.path} {written.operator} {expected}"
+    had = f"the event has {_quoted(actual)}" if found else f"the event has no {written.path}"
+    needs = accepted_types(written.operator, written.expected)
+    if found and json_type(actual) not in needs:
+        had += (
+            f", {describe_types(frozenset({json_type(actual)}))} where the condition needs"
+            f" {describe_types(needs)} (values of different JSON types never compare)"
+        )
+    entry: JSONObject = {"rule_id": rule_id, "path": written.path}
+    entry |= {"operator": written.operator, "expected": written.expected}
+    entry |= {"actual": _shown(actual), "found": found}
+    entry["message"] = printable(f"first failed condition: {condition}; {had}")
+    return entry
+
+
+def _lookup(document: JSONObject, steps: tuple[Step, ...]) -> tuple[bool, JSONValue]:
+    """(whether the path is present, its value): a missing path and a null both read as null."""
+    parent = resolve(document, steps[:-1])
+    key, index = steps[-1]
+    if isinstance(parent, dict):
+        return key in parent, parent.get(key)
+    if isinstance(parent, list) and index is not None and index < len(parent):
+        return True, parent[index]
+    return False, None
+
+
+def _quoted(value: JSONValue) -> str:
+    """An event value as JSON text, cut after SHOWN_MAX_CHARS characters."""
+    text = json.dumps(value, ensure_ascii=False)  # NaN and Infinity as names: this is prose
+    return text if len(text) <= SHOWN_MAX_CHARS else text[:SHOWN_MAX_CHARS] + "..."
+
+
+def _shown(value: JSONValue) -> JSONValue:
+    """The event's value itself when it is short strict JSON, else its cut text."""
+    text = _quoted(value)
+    if text.endswith("...") or strict_json_problem(value) is not None:
+        return printable(text)
+    return value

@@ -12,6 +12,7 @@ of the text (not before a final newline); `rules check` reports patterns RE2 can
 
 from __future__ import annotations
 
+import json
 import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -244,3 +245,224 @@ _BUILDERS: dict[str, Callable[[JSONValue], Predicate]] = {
     "exists": _exists,
     "matches": _matches,
 }
+
+
+# -- check-time warnings: conditions that can never hold --------------------------------------
+# Valid conditions that no event can satisfy. They are warnings, not errors: the rule still
+# loads (a deployed rules file that loaded before keeps loading), and `rules check` prints them.
+
+JSON_TYPES = frozenset({"null", "boolean", "number", "string", "array", "object"})
+_ORDERING = frozenset({"gt", "gte", "lt", "lte"})
+_TYPE_NAMES = {
+    "null": "null (missing)",
+    "boolean": "true/false",
+    "number": "a number",
+    "string": "text",
+    "array": "a list",
+    "object": "an object",
+}
+# What `_kafka` holds (events.KafkaMeta.as_document); any other field reads as null.
+_KAFKA_FIELDS: dict[str, frozenset[str]] = {
+    "key": frozenset({"string", "null"}),
+    "topic": frozenset({"string"}),
+    "partition": frozenset({"number"}),
+    "offset": frozenset({"number"}),
+    "timestamp": frozenset({"number", "null"}),
+    "headers": frozenset({"object"}),
+}
+_NUMERAL = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
+
+# (location under `when`, operator, operand, the condition as written)
+Test = tuple[tuple[str, ...], str, JSONValue, str]
+
+
+def condition_warnings(when: Mapping[str, object]) -> list[Issue]:
+    """Conditions of one rule that can never hold, located under `("when", path[, operator])`.
+
+    Only valid conditions are looked at: invalid ones are errors reported by compile_conditions.
+    """
+    issues: list[Issue] = []
+    for path, spec in when.items():
+        try:
+            steps = compile_path(path)
+        except ValueError:
+            continue
+        issues.extend(_path_warnings(path, steps, _valid_tests(path, spec)))
+    return [(("when", *loc), message) for loc, message in issues]
+
+
+def json_type(value: JSONValue) -> str:
+    """The JSON type name of a value (booleans are not numbers)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _valid_tests(path: str, spec: object) -> list[Test]:
+    """The (location, operator, operand) of each valid condition on one path, in file order."""
+    written = spec.items() if isinstance(spec, Mapping) else [("eq", spec)]
+    tests: list[Test] = []
+    for name, operand in written:
+        if name not in OPERATORS or isinstance(_compile_operator(name, operand), str):
+            continue
+        value = as_json(operand)
+        if isinstance(spec, Mapping):
+            tests.append(((path, name), name, value, _written(name, value)))
+        else:  # a plain value: `eq`, written as `path: value`
+            tests.append(((path,), name, value, _written(path, value)))
+    return tests
+
+
+def _path_warnings(path: str, steps: tuple[Step, ...], tests: list[Test]) -> Iterator[Issue]:
+    possible, why_null = _kafka_types(steps)
+    if why_null:
+        yield (path,), f"`{path}` is always null: {why_null}"
+        return
+    for loc, name, operand, _ in tests:
+        note = _operand_warning(name, operand)
+        if note:
+            yield loc, note
+    clash = _type_clash(path, possible, tests)
+    if clash is not None:
+        yield clash
+        return
+    empty = _empty_range(tests)
+    if empty is not None:
+        yield empty
+
+
+def _kafka_types(steps: tuple[Step, ...]) -> tuple[frozenset[str], str]:
+    """The JSON types a path can read, and why it is always null (or "") for `_kafka` paths."""
+    names = [key for key, _ in steps]
+    if names[0] != "_kafka":
+        return JSON_TYPES, ""
+    if len(names) == 1:
+        return frozenset({"object"}), ""
+    field = names[1]
+    if field not in _KAFKA_FIELDS:
+        known = ", ".join(_KAFKA_FIELDS)
+        return frozenset({"null"}), f"`_kafka` has no `{field}` (it has {known})"
+    depth = 3 if field == "headers" else 2
+    if len(names) > depth:
+        inner = ".".join(names[:depth])
+        kind = "text" if field == "headers" else describe_types(_KAFKA_FIELDS[field])
+        return frozenset({"null"}), f"`{inner}` is {kind}, which has no fields"
+    return (frozenset({"string", "null"}) if depth == 3 else _KAFKA_FIELDS[field]), ""
+
+
+def _operand_warning(name: str, operand: JSONValue) -> str:
+    """A warning about one condition on its own, or ""."""
+    if name == "in" and operand == []:
+        return "`in: []` can never hold: no value is in an empty list"
+    if name in _ORDERING and isinstance(operand, str) and _NUMERAL.fullmatch(operand):
+        # YAML 1.1 reads 1.5e3 as text (an exponent needs a sign): suggest what reads as a number.
+        number = operand if "e" not in operand.lower() else json.dumps(float(operand))
+        return (
+            f'`{name}: "{operand}"` is text: it never holds for a number (values of different'
+            f" JSON types never compare) and orders text character by character"
+            f' ("9" > "10"); write `{name}: {number}` to compare numbers'
+        )
+    return ""
+
+
+def accepted_types(name: str, operand: JSONValue) -> frozenset[str]:
+    """The JSON types a value must have for `name: operand` to hold."""
+    if name == "eq":
+        return frozenset({json_type(operand)})
+    if name in _ORDERING:
+        return frozenset({json_type(operand)})  # a number or text: other operands are errors
+    if name == "matches":
+        return frozenset({"string"})
+    if name == "in" and isinstance(operand, list):
+        return frozenset(json_type(item) for item in operand)
+    if name == "exists":
+        return JSON_TYPES - {"null"} if operand is True else frozenset({"null"})
+    if name == "ne" and operand is None:
+        return JSON_TYPES - {"null"}
+    return JSON_TYPES  # ne, not_in: a value of any type can differ
+
+
+def _type_clash(path: str, possible: frozenset[str], tests: list[Test]) -> Issue | None:
+    """The first condition needing a type that the path and the earlier conditions rule out."""
+    allowed = possible
+    earlier: list[str] = []
+    for loc, name, operand, text in tests:
+        needs = accepted_types(name, operand)
+        if not needs:
+            continue  # `in: []`: warned about on its own
+        if not needs & allowed:
+            if earlier:
+                verb = "allow" if len(earlier) > 1 else "allows"
+                because = f"{' and '.join(earlier)} {verb} only"
+            else:
+                because = f"`{path}` is always"
+            return loc, (
+                f"{text} can never hold: it needs {describe_types(needs)},"
+                f" and {because} {describe_types(allowed)}"
+            )
+        if needs != JSON_TYPES:
+            allowed &= needs
+            earlier.append(text)
+    return None
+
+
+def _written(name: str, operand: JSONValue) -> str:
+    return f"`{name}: {json.dumps(operand, ensure_ascii=False)}`"
+
+
+def describe_types(types: frozenset[str]) -> str:
+    """How a message names a set of JSON types, e.g. "a number or text"."""
+    if types == JSON_TYPES - {"null"}:
+        return "a value (not null)"
+    return " or ".join(_TYPE_NAMES[kind] for kind in sorted(types, key=_TYPE_ORDER.index))
+
+
+_TYPE_ORDER = ["number", "string", "boolean", "array", "object", "null"]
+
+
+def _empty_range(tests: list[Test]) -> Issue | None:
+    """The first ordering or `eq` condition no value can meet together with the earlier ones.
+
+    Runs after the type check: all ordering operands and any `eq` operand share one type here.
+    """
+    low: tuple[Any, bool, str] | None = None  # (bound, inclusive, as written)
+    high: tuple[Any, bool, str] | None = None
+    for loc, name, operand, text in tests:
+        if name in ("gt", "gte"):
+            low = _tighter(low, (operand, name == "gte", text), operator.gt)
+        elif name in ("lt", "lte"):
+            high = _tighter(high, (operand, name == "lte", text), operator.lt)
+        elif name == "eq" and json_type(operand) in ("number", "string"):
+            low = _tighter(low, (operand, True, text), operator.gt)
+            high = _tighter(high, (operand, True, text), operator.lt)
+        else:
+            continue
+        if low is not None and high is not None and _disjoint(low, high):
+            other = low[2] if low[2] != text else high[2]
+            return loc, f"{text} can never hold together with {other}: no value is in both"
+    return None
+
+
+def _tighter(
+    bound: tuple[Any, bool, str] | None,
+    new: tuple[Any, bool, str],
+    beyond: Callable[[Any, Any], bool],
+) -> tuple[Any, bool, str]:
+    """The stricter of two bounds on one side (`beyond` says which value is stricter)."""
+    if bound is None or beyond(new[0], bound[0]) or (new[0] == bound[0] and not new[1]):
+        return new
+    return bound
+
+
+def _disjoint(low: tuple[Any, bool, str], high: tuple[Any, bool, str]) -> bool:
+    if (type(low[0]) is str) != (type(high[0]) is str):
+        return False  # mixed types are the type check's to report
+    if low[0] > high[0]:
+        return True
+    return bool(low[0] == high[0] and not (low[1] and high[1]))

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import random
+import re
+import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -14,7 +20,7 @@ from consumer.kafka_io import KafkaSource, RebalanceHandlers
 from consumer.offsets import Commit
 from consumer.offsets import TopicPartition as PartitionKey
 from consumer.progress import decode, encode
-from tests.integration.conftest import KafkaBroker
+from tests.integration.conftest import KAFKA_LOCAL, KafkaBroker, _free_port_pair
 from tests.integration.kafka_helpers import (
     committed_offsets,
     consume_all,
@@ -209,3 +215,44 @@ def test_restart_keeps_messages_and_offsets_and_accepts_writes(kafka_broker: Kaf
     assert [m.value for m in consume_all(bootstrap, topic, expected=8)] == before + after
     resumed = _consume_in_group(bootstrap, group, topic, 5)
     assert [m.value for m in resumed] == before[3:] + after
+
+
+# Its own broker, not the session's: it may follow the restart test above.
+def test_kafka_local_status_reports_the_running_brokers_port(tmp_path: Path) -> None:
+    """`status` (and a second `start`) name the port the broker runs on, not KAFKA_PORT's."""
+    port = _free_port_pair(random.Random())
+    state = tmp_path / "kafka-local"
+
+    def kafka_local(command: str, kafka_port: int) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "KAFKA_PORT": str(kafka_port),
+            "KAFKA_CONTROLLER_PORT": str(kafka_port + 1),
+            "KAFKA_LOCAL_DIR": str(state),
+            "KAFKA_OWNER_PID": str(os.getpid()),
+            "KAFKA_PYTHON": sys.executable,
+        }
+        return subprocess.run(
+            [str(KAFKA_LOCAL), command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=280,
+            check=False,
+        )
+
+    other = port + 7  # what a later shell's KAFKA_PORT might say
+    started = kafka_local("start", port)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.splitlines()[-1] == f"127.0.0.1:{port}"
+        status = kafka_local("status", other)
+        assert status.returncode == 0, status.stderr
+        assert re.fullmatch(rf"running 127\.0\.0\.1:{port} \(pid \d+\)\n", status.stdout)
+        again = kafka_local("start", other)
+        assert (again.returncode, again.stdout) == (0, f"127.0.0.1:{port}\n"), again.stderr
+    finally:
+        stopped = kafka_local("stop", other)
+    assert stopped.returncode == 0, stopped.stderr
+    after = kafka_local("status", port)
+    assert (after.returncode, after.stdout) == (1, "not running\n")
