@@ -321,7 +321,11 @@ def test_alert_uses_real_metrics_and_is_documented(rule: Manifest) -> None:
     assert used <= exposed_metric_names()
     assert rule["labels"]["severity"] in {"warning", "critical"}
     assert {"summary", "description"} <= rule["annotations"].keys()
-    assert {"runbook", "runbook_url"} & rule["annotations"].keys()
+    url = rule["annotations"]["runbook_url"]
+    page, _, anchor = url.partition("#")
+    assert page.endswith("/docs/runbook.md")
+    assert anchor == rule["alert"].lower()
+    assert f"\n## {rule['alert']}\n" in (ROOT / "docs" / "runbook.md").read_text(encoding="utf-8")
 
 
 def test_every_alert_is_unit_tested_both_ways() -> None:
