@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consumer import logs
 from consumer.batching import Batcher
 from consumer.braze.client import BrazeClient, BrazeClientConfig
 from consumer.clock import Clock, SystemClock
@@ -50,7 +51,16 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("run", help="run the service")
     parser.add_argument("--config", type=Path, default=Path("config/consumer.yaml"))
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="wins over logging.level (default INFO)",
+    )
+    parser.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=["text", "json"],
+        help="wins over logging.format (default text); json: one object per line",
     )
     parser.add_argument(
         "--exit-when-idle",
@@ -62,13 +72,9 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=_run)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is too much
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """Lines on stderr as `text` or `json` (consumer/logs.py); may be called again."""
+    logs.configure_logging(level, fmt)
 
 
 @dataclass(frozen=True)
@@ -105,10 +111,13 @@ def load_all(config: Path) -> Loaded | int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
+    # Flags win over BRAZE_CONSUMER_LOGGING__*, which win over the file. The file is peeked at
+    # first so load_all's own lines come out in the chosen format; settings problems are printed.
+    configure_logging(*logs.resolve(logs.peek(args.config), args.log_level, args.log_format))
     loaded = load_all(args.config)
     if isinstance(loaded, int):
         return loaded
+    configure_logging(*logs.resolve(loaded.settings.logging, args.log_level, args.log_format))
     return run_service(loaded, args.exit_when_idle, args.summary_json)
 
 

@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from consumer.deadletter import DeadLetter
 from consumer.events import KafkaMeta, RawMessage
+from consumer.logs import librdkafka_logger, said_by_librdkafka
 from consumer.offsets import Commit
 from consumer.offsets import TopicPartition as PartitionKey
 from consumer.settings import ClientValue
@@ -33,9 +34,10 @@ class KafkaConfigError(ValueError):
 
 
 def _client(kind: type[Any], config: dict[str, Any]) -> Any:
-    """A librdkafka Consumer or Producer; its configuration errors as one clear line."""
+    """A librdkafka Consumer or Producer; its configuration errors as one clear line. Its own
+    log lines go through Python logging (`librdkafka`), not straight to stderr."""
     try:
-        return kind(config)
+        return kind({**config, "logger": librdkafka_logger()})
     except KafkaException as exc:
         error = exc.args[0] if exc.args else exc
         text = error.str() if isinstance(error, KafkaError) else str(error)
@@ -161,7 +163,10 @@ class KafkaSource:
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
             self._fatal = error.str()
-        log.warning("kafka client error: %s", error.str())
+        # A broker failure reaches here right after librdkafka's own line (FAIL) said it.
+        said = said_by_librdkafka(error.str())
+        level = logging.DEBUG if said else logging.ERROR if error.fatal() else logging.WARNING
+        log.log(level, "kafka client error: %s", error.str())
 
 
 class DeadLetterProducer:
@@ -233,6 +238,7 @@ class TopicReader:
     def __init__(self, config: dict[str, ClientValue], topic: str, start_offset: int) -> None:
         full: dict[str, Any] = dict(config)
         full["enable.partition.eof"] = True
+        full["logger"] = librdkafka_logger()
         self._consumer = Consumer(full)
         metadata = self._consumer.list_topics(topic, timeout=30)
         found = metadata.topics.get(topic)

@@ -431,12 +431,21 @@ class Pipeline:
         if guard:
             self._record(dead_lettered=True)
         log.info(
-            "dead letter %s rule=%s %s[%d]@%d",
+            "dead letter %s rule=%s %s[%d]@%d%s",
             letter.reason,
             letter.rule_id,
             ticket.tp[0],
             ticket.tp[1],
             ticket.offset,
+            "" if letter.http_status is None else f" http_status={letter.http_status}",
+            extra={
+                "topic": ticket.tp[0],
+                "partition": ticket.tp[1],
+                "offset": ticket.offset,
+                "rule_id": letter.rule_id,
+                "reason": str(letter.reason),
+                "http_status": letter.http_status,
+            },
         )
         letter = dataclasses.replace(letter, rules_version=ticket.rules_version)
         self._dlq.write(letter, lambda: self._settle(ticket), lambda: self._current(ticket))

@@ -9,6 +9,7 @@ Events that fail again are dead-lettered again, past the end this run reads to.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from dataclasses import dataclass
@@ -21,7 +22,13 @@ from consumer.deadletter import unescape_header
 from consumer.events import KafkaMeta, RawMessage
 from consumer.kafka_io import KafkaFatalError, TopicReader
 from consumer.pipeline import HaltError, Pipeline
-from consumer.settings import kafka_consumer_config
+from consumer.reasons import Reason
+from consumer.settings import Settings, SettingsError, kafka_consumer_config, load_settings
+
+# Reasons older versions wrote: their dead letters are still on the topic, and replayable.
+LEGACY_REASONS = ("retries_exhausted",)
+KNOWN_REASONS = (*(reason.value for reason in Reason), *LEGACY_REASONS)
+TIME_EXAMPLE = "2026-01-01T00:00:00Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,28 +105,61 @@ def register(subparsers: Any) -> None:
     commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
     parser = commands.add_parser("replay", help="re-process dead-lettered events")
     parser.add_argument("--config", type=Path, default=Path("config/consumer.yaml"))
-    parser.add_argument("--reason", action="append", default=[], help="only this dlq.reason")
+    parser.add_argument(
+        "--reason",
+        action="append",
+        default=[],
+        type=_known_reason,
+        help=f"only this dlq.reason ({', '.join(KNOWN_REASONS)})",
+    )
     parser.add_argument("--rule", action="append", default=[], help="only this dlq.rule_id")
     parser.add_argument("--source-topic", action="append", default=[])
-    parser.add_argument("--failed-after", type=_aware, help="ISO 8601, e.g. 2026-01-01T00:00:00Z")
-    parser.add_argument("--failed-before", type=_aware)
+    parser.add_argument(
+        "--failed-after", type=_aware, metavar="TIME", help=f"ISO 8601, e.g. {TIME_EXAMPLE}"
+    )
+    parser.add_argument(
+        "--failed-before", type=_aware, metavar="TIME", help=f"ISO 8601, e.g. {TIME_EXAMPLE}"
+    )
     parser.add_argument("--from-offset", type=int, default=0, help="first dead-letter offset")
     parser.add_argument("--limit", type=int, help="replay at most this many records")
-    parser.add_argument("--dry-run", action="store_true", help="list what would be replayed")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list what would be replayed (needs no API key)"
+    )
     parser.add_argument("--log-level", default="WARNING")
     parser.set_defaults(handler=_replay)
 
 
 def _aware(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
+    """An ISO 8601 time with a UTC offset; argparse prints the error as the option's."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time; give one with a UTC offset, e.g. {TIME_EXAMPLE}"
+        ) from None
     if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError("give a UTC offset, e.g. ...T00:00:00Z")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no UTC offset; add one, e.g. {TIME_EXAMPLE}"
+        )
     return moment
+
+
+def _known_reason(text: str) -> str:
+    """A dlq.reason this service writes or once wrote: a typo would silently select nothing."""
+    if text in KNOWN_REASONS:
+        return text
+    close = difflib.get_close_matches(text, KNOWN_REASONS, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise argparse.ArgumentTypeError(
+        f"unknown reason {text!r} ({hint}known: {', '.join(Reason)};"
+        f" from older versions: {', '.join(LEGACY_REASONS)})"
+    )
 
 
 def _replay(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
-    loaded = load_all(args.config)
+    # A dry run only reads the dead-letter topic: it needs the settings, not the rules or the key.
+    loaded = _settings_only(args.config) if args.dry_run else load_all(args.config)
     if isinstance(loaded, int):
         return loaded
     wanted = ReplayFilter(
@@ -130,29 +170,51 @@ def _replay(args: argparse.Namespace) -> int:
         args.failed_before,
     )
     try:
-        return Replay(loaded, wanted, args.limit, args.dry_run).run(args.from_offset)
+        return _replayer(loaded, wanted, args.limit).run(args.from_offset)
     except (HaltError, KafkaFatalError) as exc:
         print(f"replay stopped: {exc}", file=sys.stderr)
         return 1
 
 
+def _settings_only(config: Path) -> Settings | int:
+    """The settings, or exit code 2 after printing every problem (as `load_all` does)."""
+    try:
+        return load_settings(config)
+    except SettingsError as exc:
+        print("invalid settings:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+
+
+def _replayer(loaded: Loaded | Settings, wanted: ReplayFilter, limit: int | None) -> Replay:
+    """A dry run from the settings alone; a real replay from everything `load_all` loaded."""
+    if isinstance(loaded, Settings):
+        return Replay(loaded, None, wanted, limit)
+    return Replay(loaded.settings, loaded, wanted, limit)
+
+
 class Replay:
-    def __init__(self, loaded: Loaded, wanted: ReplayFilter, limit: int | None, dry: bool) -> None:
+    """Reads the dead-letter topic once; `loaded` None is a dry run (lists, sends nothing)."""
+
+    def __init__(
+        self, settings: Settings, loaded: Loaded | None, wanted: ReplayFilter, limit: int | None
+    ) -> None:
+        self._settings = settings
         self._loaded = loaded
         self._wanted = wanted
         self._limit = limit
-        self._dry = dry
         self._stop = False
         self.seen = self.selected = self.foreign = 0
 
     def run(self, from_offset: int) -> int:
-        settings = self._loaded.settings
+        settings = self._settings
         config = kafka_consumer_config(settings)
         config["group.id"] = f"{settings.kafka.group_id}.dlq-replay"  # never committed
         reader = TopicReader(config, settings.kafka.dead_letter_topic, from_offset)
         total = sum(max(0, end - reader.starts[tp]) for tp, end in reader.ends.items())
         progress = Progress(sys.stderr, total)
-        parts = None if self._dry else build_parts(self._loaded)
+        parts = None if self._loaded is None else build_parts(self._loaded)
         install_signal_handlers(self._request_stop)
         try:
             self._read(reader, parts.pipeline if parts else None, progress)

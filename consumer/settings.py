@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -39,6 +40,7 @@ _MANAGED_CLIENT_KEYS = frozenset(
         "partition.assignment.strategy",
         "on_commit",
         "error_cb",
+        "logger",
     }
 )
 
@@ -152,6 +154,20 @@ class DeadLetterSettings(_Section):
         return data
 
 
+class LoggingSettings(_Section):
+    # `--log-level` / `--log-format` win over these (and BRAZE_CONSUMER_LOGGING__* over the file).
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"  # json: one object per line (consumer/logs.py)
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object, info: ValidationInfo) -> object:
+        """`info` or `JSON` (e.g. from the environment) read as INFO and json."""
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "level" else value.lower()
+
+
 class Settings(_Section):
     kafka: KafkaSettings = KafkaSettings()
     braze: BrazeSettings = BrazeSettings()
@@ -163,6 +179,7 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     dead_letter: DeadLetterSettings = DeadLetterSettings()
+    logging: LoggingSettings = LoggingSettings()
 
 
 def _is_loopback(host: str) -> bool:
@@ -275,8 +292,11 @@ def _apply_env(
 ) -> list[str]:
     """`BRAZE_CONSUMER_KAFKA__BOOTSTRAP_SERVERS=x` sets kafka.bootstrap_servers;
     `BRAZE_CONSUMER_KAFKA__CLIENT__SASL_USERNAME=u` sets the librdkafka property `sasl.username`.
-    Values are validated with the rest; `overrides` records which variable set which key."""
+    Values are validated with the rest; `overrides` records which variable set which key, and
+    which variables made a section the file does not have (a misspelt section such as
+    `BRAZE_CONSUMER_KAFKAA__...` fails as a whole: that error must name them, not the file)."""
     problems: list[str] = []
+    made: dict[tuple[str, ...], list[str]] = {}  # sections the variables create or replace
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX):
             continue
@@ -289,8 +309,16 @@ def _apply_env(
                 problems.append(f"{name}: only KAFKA__CLIENT__<PROPERTY> has three parts")
                 continue
             parts[2] = parts[2].replace("_", ".")
+        node: object = data
+        for depth in range(1, len(parts)):
+            section = tuple(parts[:depth])
+            node = node.get(parts[depth - 1]) if isinstance(node, dict) else None
+            if section in made or not isinstance(node, dict):
+                made.setdefault(section, []).append(name)
+                break
         _set_path(data, parts, env[name])
         overrides[tuple(parts)] = name
+    overrides.update((section, ", ".join(names)) for section, names in made.items())
     return problems
 
 
@@ -314,7 +342,11 @@ def _describe(
         key = ".".join(str(p) for p in loc) or "-"
         # A value from the environment is named by its variable: the file's line would mislead.
         where = next((v for k, v in overrides.items() if loc[: len(k)] == k), None)
-        where = where or f"{path}:{lines.line_of(loc)}"
+        if where is None:
+            # A section's own check (`braze`, `kafka.client`) failed: the file and the variables
+            # that set keys inside it made it together.
+            inside = [v for k, v in overrides.items() if k[: len(loc)] == loc]
+            where = " and ".join([*inside, f"{path}:{lines.line_of(loc)}"])
         problems.append(f"{where}: {key}: {error['msg']}")
     return problems
 

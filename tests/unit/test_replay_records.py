@@ -10,7 +10,14 @@ import pytest
 
 from consumer.deadletter import DeadLetter, Reason
 from consumer.events import KafkaMeta, RawMessage
-from consumer.replay import DeadLetterRecord, Progress, ReplayFilter, parse_record
+from consumer.replay import (
+    KNOWN_REASONS,
+    LEGACY_REASONS,
+    DeadLetterRecord,
+    Progress,
+    ReplayFilter,
+    parse_record,
+)
 
 ORIGINAL = RawMessage(
     KafkaMeta(
@@ -235,6 +242,17 @@ T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 )
 def test_filter(wanted: ReplayFilter, record: DeadLetterRecord, accepted: bool) -> None:
     assert wanted.accepts(record) is accepted
+
+
+def test_known_reasons_are_todays_and_those_old_dead_letters_carry() -> None:
+    assert (*Reason, "retries_exhausted") == KNOWN_REASONS
+    assert LEGACY_REASONS == ("retries_exhausted",)
+
+
+def test_a_legacy_reason_selects_old_dead_letters() -> None:
+    old = replace(ORDERS, reason="retries_exhausted")
+    assert ReplayFilter(reasons=frozenset({"retries_exhausted"})).accepts(old)
+    assert not ReplayFilter(reasons=frozenset({"retries_exhausted"})).accepts(ORDERS)
 
 
 # -- progress ---------------------------------------------------------------------------------

@@ -259,6 +259,78 @@ def test_bad_env_override_is_an_error_naming_the_variable(
     assert fragment in problems[0]
 
 
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        pytest.param(
+            {"BRAZE_CONSUMER_KAFKA__BOOTSTRAP_SERVER": "kafka:9092"},
+            "BRAZE_CONSUMER_KAFKA__BOOTSTRAP_SERVER: kafka.bootstrap_server:"
+            " Extra inputs are not permitted",
+            id="misspelt key",
+        ),
+        pytest.param(
+            {"BRAZE_CONSUMER_KAFKAA__BOOTSTRAP_SERVERS": "kafka:9092"},
+            "BRAZE_CONSUMER_KAFKAA__BOOTSTRAP_SERVERS: kafkaa: Extra inputs are not permitted",
+            id="misspelt section",
+        ),
+        pytest.param(
+            {"BRAZE_CONSUMER_METRIC__PORT": "1", "BRAZE_CONSUMER_METRIC__HOST": "h"},
+            "BRAZE_CONSUMER_METRIC__HOST, BRAZE_CONSUMER_METRIC__PORT: metric:"
+            " Extra inputs are not permitted",
+            id="misspelt section, two variables",
+        ),
+        pytest.param(
+            {"BRAZE_CONSUMER_RULES__PATH": "r.yaml"},
+            "BRAZE_CONSUMER_RULES__PATH: rules: Input is not a valid path for <class"
+            " 'pathlib.Path'>",
+            id="a section over the file's scalar",
+        ),
+        pytest.param(
+            {"BRAZE_CONSUMER_KAFKA__CLIENT__GROUP_ID": "g"},
+            "BRAZE_CONSUMER_KAFKA__CLIENT__GROUP_ID: kafka.client: Value error, set by the"
+            " service, not under client: group.id",
+            id="a client section the file does not have",
+        ),
+    ],
+)
+def test_env_typo_is_named_by_its_variable_not_the_file(
+    tmp_path: Path, environ: dict[str, str], expected: str
+) -> None:
+    path = write(tmp_path, "# the file\nkafka:\n  group_id: g\nrules: config/rules.yaml\n")
+    assert problems_of(path, environ) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "expected"),
+    [
+        pytest.param(
+            "braze:\n  allow_insecure_http: false\n",
+            {"BRAZE_CONSUMER_BRAZE__REST_ENDPOINT": "http://braze.example.com"},
+            "BRAZE_CONSUMER_BRAZE__REST_ENDPOINT and {path}:1: braze: Value error, http://",
+            id="a section check: the variable and the file",
+        ),
+        pytest.param(
+            "kafka:\n  client:\n    security.protocol: SSL\n",
+            {"BRAZE_CONSUMER_KAFKA__CLIENT__GROUP_ID": "g"},
+            "BRAZE_CONSUMER_KAFKA__CLIENT__GROUP_ID and {path}:2: kafka.client: Value error",
+            id="client properties from both",
+        ),
+        pytest.param(
+            "braze:\n  rest_endpoint: http://braze.example.com\n",
+            {},
+            "{path}:1: braze: Value error, http://",
+            id="the file alone",
+        ),
+    ],
+)
+def test_section_errors_name_the_variables_that_changed_the_section(
+    tmp_path: Path, text: str, environ: dict[str, str], expected: str
+) -> None:
+    path = write(tmp_path, text)
+    [problem] = problems_of(path, environ)
+    assert problem.startswith(expected.format(path=path)), problem
+
+
 # -- rules path -------------------------------------------------------------------------------
 
 
