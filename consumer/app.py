@@ -18,10 +18,8 @@ from typing import Any
 
 from consumer import logs
 from consumer.batching import Batcher
-from consumer.braze.client import BrazeClient, BrazeClientConfig
+from consumer.braze.client import BrazeClient
 from consumer.clock import Clock, SystemClock
-from consumer.guard import GuardPolicy
-from consumer.hold import HoldPolicy
 from consumer.kafka_io import (
     DeadLetterProducer,
     KafkaConfigError,
@@ -147,7 +145,7 @@ def build_parts(loaded: Loaded, clock: Clock | None = None) -> Parts:
     metrics = Metrics()
     metrics.rules_loaded(loaded.rules_version)
     client = BrazeClient(
-        braze_client_config(settings),
+        settings.braze.client_config(),
         loaded.api_key,
         observer=metrics,
         key_source=_key_source(settings),
@@ -179,8 +177,8 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
     return PipelineSettings(
         max_in_flight=braze.max_in_flight,
         max_event_bytes=settings.kafka.max_event_bytes,
-        hold=HoldPolicy(braze.probe_initial_interval_s, braze.probe_max_interval_s),
-        guard=GuardPolicy(dead.window, dead.max_share, dead.min_events),
+        hold=braze.hold_policy(),
+        guard=dead.guard_policy(),
         rejected_target_cooldown_s=braze.rejected_target_cooldown_s,
     )
 
@@ -233,20 +231,6 @@ def run_service(
         parts.close(summary_path)
         server.stop()
     return code
-
-
-def braze_client_config(settings: Settings) -> BrazeClientConfig:
-    braze = settings.braze
-    return BrazeClientConfig(
-        rest_endpoint=braze.rest_endpoint,
-        requests_per_hour=braze.requests_per_hour,
-        max_in_flight=braze.max_in_flight,
-        connect_timeout_s=braze.connect_timeout_ms / 1000,
-        read_timeout_s=braze.read_timeout_ms / 1000,
-        max_attempts=braze.max_attempts,
-        max_retry_time_s=braze.max_retry_time_s,
-        max_rate_limit_wait_s=braze.max_rate_limit_wait_s,
-    )
 
 
 def loop_settings(settings: Settings, exit_when_idle_s: float | None) -> LoopSettings:

@@ -24,6 +24,9 @@ from pydantic import (
     model_validator,
 )
 
+from consumer.braze.client import BrazeClientConfig
+from consumer.guard import GuardPolicy
+from consumer.hold import HoldPolicy
 from consumer.yaml_lines import LineIndex, YamlError, load_yaml_with_lines
 
 ENV_PREFIX = "BRAZE_CONSUMER_"
@@ -105,6 +108,22 @@ class BrazeSettings(_Section):
             raise ValueError("must start with https:// (or http:// for a local emulator)")
         return value.rstrip("/")
 
+    def client_config(self) -> BrazeClientConfig:
+        """What the Braze client needs: a new Braze setting is mapped here and nowhere else."""
+        return BrazeClientConfig(
+            rest_endpoint=self.rest_endpoint,
+            requests_per_hour=self.requests_per_hour,
+            max_in_flight=self.max_in_flight,
+            connect_timeout_s=self.connect_timeout_ms / 1000,
+            read_timeout_s=self.read_timeout_ms / 1000,
+            max_attempts=self.max_attempts,
+            max_retry_time_s=self.max_retry_time_s,
+            max_rate_limit_wait_s=self.max_rate_limit_wait_s,
+        )
+
+    def hold_policy(self) -> HoldPolicy:
+        return HoldPolicy(self.probe_initial_interval_s, self.probe_max_interval_s)
+
     @model_validator(mode="after")
     def _no_clear_text_key(self) -> BrazeSettings:
         if self.rest_endpoint.startswith("http://") and not self.allow_insecure_http:
@@ -142,6 +161,9 @@ class DeadLetterSettings(_Section):
     max_share: float = Field(0.5, gt=0, le=1)
     window: int = Field(1_000, ge=1, le=1_000_000)
     min_events: int = Field(100, ge=1)
+
+    def guard_policy(self) -> GuardPolicy:
+        return GuardPolicy(self.window, self.max_share, self.min_events)
 
     @model_validator(mode="before")
     @classmethod
