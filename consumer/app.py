@@ -154,7 +154,9 @@ def build_parts(loaded: Loaded, clock: Clock | None = None) -> Parts:
     pipeline = Pipeline(
         rules=loaded.rules,
         rules_version=loaded.rules_version,
-        batcher=Batcher[Ticket](settings.batching.max_recipients, settings.batching.max_wait_ms),
+        batcher=Batcher[Ticket](
+            settings.batching.max_recipients, round(settings.batching.max_wait_s * 1000)
+        ),
         tracker=OffsetTracker(),
         sender=client,
         dead_letters=producer,
@@ -237,7 +239,7 @@ def loop_settings(settings: Settings, exit_when_idle_s: float | None) -> LoopSet
     return LoopSettings(
         max_buffered_events=settings.batching.max_buffered_events,
         max_buffered_bytes=settings.batching.max_buffered_bytes,
-        commit_interval_s=settings.kafka.commit_interval_ms / 1000,
+        commit_interval_s=settings.kafka.commit_interval_s,
         drain_timeout_s=settings.shutdown.drain_timeout_s,
         revoke_timeout_s=settings.shutdown.revoke_timeout_s,
         exit_when_idle_s=exit_when_idle_s,

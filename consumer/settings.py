@@ -10,7 +10,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -51,19 +51,57 @@ ClientValue = str | int | float | bool
 
 
 class _Section(BaseModel):
+    """A settings section. Durations are in seconds (`_s`); the `_ms` spellings of earlier
+    versions (and of product.md's `max_wait_ms`) are still accepted and converted."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _MS_ALIASES: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _milliseconds(cls, data: object) -> object:
+        if not isinstance(data, dict) or not cls._MS_ALIASES:
+            return data
+        data = dict(data)
+        for old, new in cls._MS_ALIASES.items():
+            if old not in data:
+                continue
+            if new in data:
+                raise ValueError(f"give {new} or {old}, not both")
+            value = data.pop(old)
+            data[new] = _ms_to_s(value)
+        return data
+
+
+def _ms_to_s(value: object) -> object:
+    """Milliseconds as seconds; anything that is not a number is left for validation to refuse."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value / 1000
+    if isinstance(value, str):
+        try:
+            return float(value) / 1000
+        except ValueError:
+            return value
+    return value
 
 
 class KafkaSettings(_Section):
+    _MS_ALIASES = {
+        "session_timeout_ms": "session_timeout_s",
+        "max_poll_interval_ms": "max_poll_interval_s",
+        "commit_interval_ms": "commit_interval_s",
+    }
     bootstrap_servers: str = "127.0.0.1:9092"
     group_id: str = "braze-consumer"
     dead_letter_topic: str = "braze-consumer.dlq"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    session_timeout_ms: int = Field(45_000, ge=6_000, le=300_000)
-    max_poll_interval_ms: int = Field(300_000, ge=10_000)
+    session_timeout_s: float = Field(45.0, ge=6, le=300)
+    max_poll_interval_s: float = Field(300.0, ge=10)
     # At most one offset commit per this long; 0 commits after every loop turn that settled
     # something, so a crash re-sends only what was in flight.
-    commit_interval_ms: int = Field(0, ge=0, le=60_000)
+    commit_interval_s: float = Field(0.0, ge=0, le=60)
     # A message larger than this is dead-lettered as too_large without being parsed.
     max_event_bytes: int = Field(1_048_576, ge=1_024, le=100 * 1_048_576)
     # librdkafka's prefetch queue (queued.max.messages.kbytes), bounded so memory stays within
@@ -81,6 +119,7 @@ class KafkaSettings(_Section):
 
 
 class BrazeSettings(_Section):
+    _MS_ALIASES = {"connect_timeout_ms": "connect_timeout_s", "read_timeout_ms": "read_timeout_s"}
     rest_endpoint: str = "https://rest.iad-01.braze.com"
     # http:// sends the API key in clear text: only to a loopback host (the emulator) unless set.
     allow_insecure_http: bool = False
@@ -88,8 +127,8 @@ class BrazeSettings(_Section):
     api_key_file: Path | None = None
     # 24 x 300 ms latency still reaches the 250k/h budget (69 req/s); 8 reached only 39.
     max_in_flight: int = Field(24, ge=1, le=64)
-    connect_timeout_ms: int = Field(5_000, ge=100)
-    read_timeout_ms: int = Field(30_000, ge=100)
+    connect_timeout_s: float = Field(5.0, ge=0.1)
+    read_timeout_s: float = Field(30.0, ge=0.1)
     # Attempts of one request (429, 5xx, timeouts); after them the service holds and probes.
     max_attempts: int = Field(3, ge=1, le=50)
     max_retry_time_s: float = Field(30.0, gt=0)
@@ -114,8 +153,8 @@ class BrazeSettings(_Section):
             rest_endpoint=self.rest_endpoint,
             requests_per_hour=self.requests_per_hour,
             max_in_flight=self.max_in_flight,
-            connect_timeout_s=self.connect_timeout_ms / 1000,
-            read_timeout_s=self.read_timeout_ms / 1000,
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
             max_attempts=self.max_attempts,
             max_retry_time_s=self.max_retry_time_s,
             max_rate_limit_wait_s=self.max_rate_limit_wait_s,
@@ -137,8 +176,9 @@ class BrazeSettings(_Section):
 
 
 class BatchingSettings(_Section):
+    _MS_ALIASES = {"max_wait_ms": "max_wait_s"}
     max_recipients: int = Field(50, ge=1, le=50)
-    max_wait_ms: int = Field(500, ge=0, le=60_000)
+    max_wait_s: float = Field(0.5, ge=0, le=60)
     max_buffered_events: int = Field(10_000, ge=1)
     # ... or this many bytes of unsettled events, whichever comes first (memory is bytes, not
     # counts: 10,000 events of a few hundred KB would not fit the pod).
@@ -274,8 +314,8 @@ def kafka_consumer_config(settings: Settings) -> dict[str, ClientValue]:
             "enable.auto.offset.store": False,
             "auto.offset.reset": kafka.auto_offset_reset,
             "partition.assignment.strategy": "cooperative-sticky",
-            "session.timeout.ms": kafka.session_timeout_ms,
-            "max.poll.interval.ms": kafka.max_poll_interval_ms,
+            "session.timeout.ms": round(kafka.session_timeout_s * 1000),
+            "max.poll.interval.ms": round(kafka.max_poll_interval_s * 1000),
         }
     )
     config.setdefault("queued.max.messages.kbytes", kafka.prefetch_kbytes)
@@ -360,7 +400,7 @@ def _describe(
 ) -> list[str]:
     problems = []
     for error in exc.errors():
-        loc = tuple(error["loc"])
+        loc = _as_written(tuple(error["loc"]), lines, overrides)
         key = ".".join(str(p) for p in loc) or "-"
         # A value from the environment is named by its variable: the file's line would mislead.
         where = next((v for k, v in overrides.items() if loc[: len(k)] == k), None)
@@ -371,6 +411,19 @@ def _describe(
             where = " and ".join([*inside, f"{path}:{lines.line_of(loc)}"])
         problems.append(f"{where}: {key}: {error['msg']}")
     return problems
+
+
+def _as_written(
+    loc: tuple[str | int, ...], lines: LineIndex, overrides: Mapping[tuple[str, ...], str]
+) -> tuple[str | int, ...]:
+    """The key as the user spelt it: `max_wait_ms` for an error on the `max_wait_s` it became."""
+    last = loc[-1] if loc else None
+    if not isinstance(last, str) or not last.endswith("_s"):
+        return loc
+    written = (*loc[:-1], last[:-2] + "_ms")
+    if written in lines.lines or written in overrides:
+        return written
+    return loc
 
 
 def _resolve_rules_path(settings: Settings, config_path: Path) -> Settings:

@@ -45,7 +45,7 @@ def test_shipped_file_loads_with_the_documented_values() -> None:
     assert settings.braze.rest_endpoint == "https://rest.iad-01.braze.com"
     assert settings.braze.requests_per_hour == 250_000
     assert settings.batching.max_recipients == 50
-    assert settings.batching.max_wait_ms == 500
+    assert settings.batching.max_wait_s == 0.5
     assert settings.metrics.port == 9464
     assert settings.rules.name == "rules.yaml"
     assert settings.rules.exists()
@@ -188,9 +188,15 @@ def test_managed_client_keys_are_rejected(tmp_path: Path, key: str) -> None:
         ),
         pytest.param(
             {"BRAZE_CONSUMER_BATCHING__MAX_WAIT_MS": "750"},
-            lambda s: s.batching.max_wait_ms,
-            750,
-            id="string coerced to int",
+            lambda s: s.batching.max_wait_s,
+            0.75,
+            id="the _ms spelling, as a string, in seconds",
+        ),
+        pytest.param(
+            {"BRAZE_CONSUMER_BATCHING__MAX_WAIT_S": "0.25"},
+            lambda s: s.batching.max_wait_s,
+            0.25,
+            id="string coerced to a number",
         ),
         pytest.param(
             {"BRAZE_CONSUMER_KAFKA__CLIENT__SASL_USERNAME": "svc"},
@@ -501,3 +507,34 @@ def test_http_only_to_loopback(tmp_path: Path, endpoint: str, allowed: bool) -> 
         tmp_path, f"braze:\n  rest_endpoint: {endpoint}\n  allow_insecure_http: true\n"
     )
     assert load_settings(opted_in, {}).braze.rest_endpoint == endpoint
+
+
+@pytest.mark.parametrize(
+    ("text", "read", "expected"),
+    [
+        pytest.param(
+            "batching:\n  max_wait_ms: 500\n", "batching.max_wait_s", 0.5, id="product.md"
+        ),
+        pytest.param("batching:\n  max_wait_s: 0.2\n", "batching.max_wait_s", 0.2, id="seconds"),
+        pytest.param(
+            "kafka:\n  session_timeout_ms: 10000\n", "kafka.session_timeout_s", 10.0, id="session"
+        ),
+        pytest.param(
+            "kafka:\n  commit_interval_ms: 250\n", "kafka.commit_interval_s", 0.25, id="commit"
+        ),
+        pytest.param(
+            "braze:\n  read_timeout_ms: 1500\n", "braze.read_timeout_s", 1.5, id="read timeout"
+        ),
+    ],
+)
+def test_durations_in_seconds_with_the_ms_spelling_still_accepted(
+    tmp_path: Path, text: str, read: str, expected: float
+) -> None:
+    settings = load_settings(write(tmp_path, text), {})
+    section, key = read.split(".")
+    assert getattr(getattr(settings, section), key) == expected
+
+
+def test_both_spellings_of_a_duration_are_refused(tmp_path: Path) -> None:
+    [problem] = problems_of(write(tmp_path, "batching:\n  max_wait_ms: 500\n  max_wait_s: 1\n"))
+    assert "give max_wait_s or max_wait_ms, not both" in problem
