@@ -146,7 +146,12 @@ class Pipeline:
         for tp in gone:
             self._generations[tp] = self._generations.get(tp, 0) + 1  # late results are ignored
         self._sends.drop_where(lambda ticket: ticket.tp in gone)
-        self._batcher.flush_where(lambda ticket: ticket.tp in gone)  # not sent: new owner re-reads
+        # Their open batches are not sent (the new owner re-reads those events), but the other
+        # partitions' events sharing them must still go out.
+        for batch in self._batcher.flush_where(lambda ticket: ticket.tp in gone):
+            kept = tuple(item for item in batch.items if item.token.tp not in gone)
+            if kept:
+                self._dispatch([Batch(batch.key, kept, batch.opened_ms)])
 
     def flush(self) -> None:
         """Send every open batch now (shutdown, end of a replay)."""

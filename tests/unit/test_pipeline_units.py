@@ -931,3 +931,15 @@ def test_no_bytes_raise_out_of_the_pipeline_and_every_event_settles(
         assert tracker.take_commits()[TP].offset == len(values)
     finally:
         pipeline.close()
+
+
+def test_a_lost_partition_does_not_take_others_events_down_with_it(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(max_recipients=50)
+    h.handle({"type": "one", "user": "u-lost"}, tp=TP1)
+    h.handle({"type": "one", "user": "u-kept"}, tp=TP)  # the same open batch
+    h.pipeline.lose([TP1])
+    h.drain()
+    assert [r for _, rs in h.sender.calls for r in rs] == [{"external_user_id": "u-kept"}]
+    assert h.position == 1
