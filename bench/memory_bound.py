@@ -5,7 +5,7 @@ memory until a limit pauses the partitions. This measures the peak RSS (VmHWM) o
 over a backlog of large events, once with the default limits (max_buffered_bytes 32 MiB) and once
 with the byte limit lifted (only max_buffered_events, as before it existed), in one run.
 
-    python bench/memory_bound.py [--events 1500] [--event-kb 300] [--seconds 40]
+    python -m bench.memory_bound [--events 1500] [--event-kb 300] [--seconds 40]
 
 Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts (and stops) scripts/kafka-local on port 29194.
 """
@@ -27,6 +27,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from bench.local_broker import local_broker
 from consumer.emulator.control import EmulatorControl
 from consumer.emulator.server import start_emulator
 
@@ -51,14 +52,7 @@ def main() -> int:
     parser.add_argument("--event-kb", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=40.0)
     args = parser.parse_args()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    env = dict(os.environ, KAFKA_PORT="29194", KAFKA_OWNER_PID=str(os.getpid()))
-    env["KAFKA_LOCAL_DIR"] = str(REPO / ".cache" / "kafka-bench-memory")
-    script = REPO / "scripts" / "kafka-local"
-    if bootstrap is None:
-        out = subprocess.run([script, "start"], env=env, check=True, capture_output=True, text=True)
-        bootstrap = out.stdout.strip().splitlines()[-1]
-    try:
+    with local_broker(29194, "kafka-bench-memory") as bootstrap:
         topic = f"bench-memory-{uuid.uuid4().hex[:8]}"
         create(bootstrap, topic)
         produce(bootstrap, topic, args.events, args.event_kb * 1024)
@@ -70,9 +64,6 @@ def main() -> int:
         ]:
             peak_mb, read = run_once(bootstrap, topic, args.seconds, extra)
             print(f"{label:<44} {peak_mb:>11.0f} {read:>11}", flush=True)
-    finally:
-        if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-            subprocess.run([script, "stop"], env=env, check=False, capture_output=True)
     return 0
 
 

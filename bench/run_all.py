@@ -11,7 +11,7 @@ REPO = BENCH.parent
 RUNS = [
     ["bench/rules_eval.py"],
     ["-m", "bench.batcher_bench"],
-    ["bench/service_throughput.py", "--events", "20000", "--in-flight", "8", "24"],
+    ["-m", "bench.service_throughput", "--events", "20000", "--in-flight", "8", "24"],
 ]
 
 

@@ -3,7 +3,7 @@
 Runs the service over the same backlog once per `max_in_flight` value and prints events/s,
 requests/s and recipients per request for each, in one run so the ratios are comparable.
 
-    python bench/service_throughput.py [--events 20000] [--in-flight 8 24] [--latency-ms 100 300]
+    python -m bench.service_throughput [--events 20000] [--in-flight 8 24] [--latency-ms 100 300]
 
 Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts (and stops) scripts/kafka-local on port 29192.
 """
@@ -25,6 +25,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from bench.local_broker import local_broker
 from consumer.emulator.control import EmulatorControl
 from consumer.emulator.server import start_emulator
 
@@ -39,27 +40,19 @@ def main() -> int:
     parser.add_argument("--in-flight", type=int, nargs="+", default=[8, 24])
     parser.add_argument("--latency-ms", type=int, nargs=2, default=[100, 300])
     args = parser.parse_args()
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    env = dict(os.environ, KAFKA_PORT="29192", KAFKA_OWNER_PID=str(os.getpid()))
-    env["KAFKA_LOCAL_DIR"] = str(REPO / ".cache" / "kafka-bench")
-    script = REPO / "scripts" / "kafka-local"
-    if bootstrap is None:
-        out = subprocess.run([script, "start"], env=env, check=True, capture_output=True, text=True)
-        bootstrap = out.stdout.strip().splitlines()[-1]
-    try:
-        with start_emulator(api_keys=(API_KEY,)) as emulator:
-            control = EmulatorControl(emulator.url)
-            low, high = args.latency_ms
-            print(f"{args.events} events, Braze latency {low}-{high} ms")
-            print(f"{'in_flight':>9} {'events/s':>9} {'requests/s':>10} {'recipients/req':>14}")
-            for in_flight in args.in_flight:
-                control.reset()
-                control.set_faults(latency_ms=(args.latency_ms[0], args.latency_ms[1]))
-                row = run_once(bootstrap, emulator.url, control, args.events, in_flight)
-                print(f"{in_flight:>9} {row[0]:>9.0f} {row[1]:>10.1f} {row[2]:>14.1f}", flush=True)
-    finally:
-        if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-            subprocess.run([script, "stop"], env=env, check=False, capture_output=True)
+    with (
+        local_broker(29192, "kafka-bench") as bootstrap,
+        start_emulator(api_keys=(API_KEY,)) as emulator,
+    ):
+        control = EmulatorControl(emulator.url)
+        low, high = args.latency_ms
+        print(f"{args.events} events, Braze latency {low}-{high} ms")
+        print(f"{'in_flight':>9} {'events/s':>9} {'requests/s':>10} {'recipients/req':>14}")
+        for in_flight in args.in_flight:
+            control.reset()
+            control.set_faults(latency_ms=(args.latency_ms[0], args.latency_ms[1]))
+            row = run_once(bootstrap, emulator.url, control, args.events, in_flight)
+            print(f"{in_flight:>9} {row[0]:>9.0f} {row[1]:>10.1f} {row[2]:>14.1f}", flush=True)
     return 0
 
 

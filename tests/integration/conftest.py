@@ -17,6 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from consumer.emulator.control import EmulatorControl
+from consumer.emulator.server import start_emulator
+from tests.integration.service_helpers import API_KEY, Scenario, make_scenario
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_LOCAL = REPO_ROOT / "scripts" / "kafka-local"
 INTEGRATION_DIR = Path(__file__).resolve().parent
@@ -144,3 +148,19 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
 def kafka_bootstrap(kafka_broker: KafkaBroker) -> str:
     """`host:port` of the session's broker, for `bootstrap.servers`."""
     return kafka_broker.bootstrap
+
+
+@pytest.fixture
+def emulator() -> Iterator[tuple[EmulatorControl, str]]:
+    """A Braze emulator of this test's own, and its URL."""
+    with start_emulator(api_keys=(API_KEY,)) as running:
+        yield EmulatorControl(running.url), running.url
+
+
+@pytest.fixture
+def scenario(
+    kafka_bootstrap: str, tmp_path: Path, emulator: tuple[EmulatorControl, str]
+) -> Scenario:
+    """A topic, group, dead-letter topic and rules file of this test's own (one partition)."""
+    control, url = emulator
+    return make_scenario(kafka_bootstrap, tmp_path, control, url)

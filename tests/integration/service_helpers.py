@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.emulator.control import EmulatorControl
+from consumer.emulator.wire import RecordedRequestView
 from tests.integration.kafka_helpers import create_topic, produce, unique_name
 
 API_KEY = "test-key-0123456789"
@@ -38,6 +39,38 @@ rules:
     properties:
       seq: "{{{{ data.seq }}}}"
 """
+
+
+CANVAS_SEND = "/canvas/trigger/send"
+
+
+def rule_yaml(rule_id: str, topic: str, kind: str, canvas: str, user: str = "data.user_id") -> str:
+    """One entry of a rules file's `rules:` list: events of type `kind` to `canvas`."""
+    return (
+        f"  - id: {rule_id}\n    topics: [{topic}]\n    when: {{type: {kind}}}\n"
+        f"    canvas: {{id: {canvas}}}\n"
+        f'    recipient:\n      external_user_id: "{{{{ {user} }}}}"\n'
+    )
+
+
+def accepted_users(
+    requests: Iterable[RecordedRequestView], canvas_id: str | None = None
+) -> Counter[str]:
+    """external_user_id -> how many Canvas sends Braze accepted with it (its success answer,
+    not any 2xx: a proxy's page is not a send)."""
+    counts: Counter[str] = Counter()
+    for request in requests:
+        body = request.body
+        ok = request.status is not None and 200 <= request.status < 300
+        if not (ok and request.path == CANVAS_SEND and request.message == "success"):
+            continue
+        if not isinstance(body, dict) or canvas_id not in (None, body.get("canvas_id")):
+            continue
+        recipients = body.get("recipients")
+        for recipient in recipients if isinstance(recipients, list) else []:
+            if isinstance(recipient, dict):
+                counts[str(recipient.get("external_user_id"))] += 1
+    return counts
 
 
 @dataclass
@@ -94,20 +127,16 @@ class Scenario:
         """`api_key` None: no BRAZE_API_KEY, so the service reads braze.api_key_file."""
         return ServiceProcess.start(config, self.workdir, exit_when_idle_s, api_key)
 
-    def sent_users(self) -> Counter[str]:
+    def sent_users(self, canvas_id: str | None = None) -> Counter[str]:
         """external_user_id -> how many accepted requests carried it."""
-        counts: Counter[str] = Counter()
-        for body in self.accepted_bodies():
-            for recipient in body.get("recipients", []):
-                counts[str(recipient.get("external_user_id"))] += 1
-        return counts
+        return accepted_users(self.emulator.requests(), canvas_id)
 
     def accepted_bodies(self) -> list[dict[str, Any]]:
         """Bodies of the Canvas sends the emulator accepted, in arrival order."""
         bodies = []
         for r in self.emulator.requests():
             ok = r.status is not None and 200 <= r.status < 300
-            if ok and r.path == "/canvas/trigger/send" and isinstance(r.body, dict):
+            if ok and r.path == CANVAS_SEND and isinstance(r.body, dict):
                 bodies.append(r.body)
         return bodies
 

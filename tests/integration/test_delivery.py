@@ -14,7 +14,7 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +27,17 @@ from consumer.emulator.wire import AnswerOverrideSettings, RecordedRequestView
 from tests.integration.kafka_helpers import committed_offsets, consume_all
 from tests.integration.service_helpers import (
     API_KEY,
+    CANVAS_SEND,
     Scenario,
+    accepted_users,
     free_port,
     header_map,
     make_scenario,
+    rule_yaml,
     scrape_total,
     wait_until,
 )
 
-CANVAS_SEND = "/canvas/trigger/send"
 # An answer read by the service is settled and committed in the same loop turn, a few ms later;
 # a kill within this long after an answer may still re-send that request (its commit was not out).
 ANSWER_TO_COMMIT_S = 0.25
@@ -79,20 +81,6 @@ def _canvas_calls(control: EmulatorControl) -> list[RecordedRequestView]:
     return [r for r in control.requests() if r.path == CANVAS_SEND]
 
 
-def _sent(calls: list[RecordedRequestView], canvas: str = "canvas-welcome") -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for call in calls:
-        if call.status is None or not 200 <= call.status < 300 or not isinstance(call.body, dict):
-            continue
-        if call.body.get("canvas_id") != canvas or call.message != "success":
-            continue
-        recipients = call.body.get("recipients")
-        for recipient in recipients if isinstance(recipients, list) else []:
-            if isinstance(recipient, dict):
-                counts[str(recipient.get("external_user_id"))] += 1
-    return counts
-
-
 def _dead(scenario: Scenario, expected: int) -> list[dict[str, str]]:
     letters = consume_all(scenario.bootstrap, scenario.dlq_topic, expected, timeout_s=10)
     return [header_map(m.meta.headers) for m in letters]
@@ -123,7 +111,7 @@ def outage(ctx: Ctx, control: EmulatorControl, url: str) -> Outcome:
         batching__max_recipients=10, braze__max_in_flight=8, metrics__port=port
     )
     service = scenario.start(config, exit_when_idle_s=3)
-    wait_until(lambda: sum(_sent(_canvas_calls(control)).values()) >= 300, 90, "300 sent")
+    wait_until(lambda: sum(accepted_users(_canvas_calls(control)).values()) >= 300, 90, "300 sent")
     control.set_faults(error_share=1.0, error_statuses=[503])
     first_seq = control.requests_page().last_seq
     time.sleep(10)  # the lag gauge is refreshed every 5 s
@@ -138,7 +126,7 @@ def outage(ctx: Ctx, control: EmulatorControl, url: str) -> Outcome:
     return Outcome(
         "outage-60s",
         count,
-        _sent(calls),
+        accepted_users(calls),
         len(_dead(scenario, 0)),
         len(calls),
         {
@@ -172,7 +160,7 @@ def auth(ctx: Ctx, control: EmulatorControl, url: str) -> Outcome:
     return Outcome(
         "auth-401-30s",
         count,
-        _sent(calls),
+        accepted_users(calls),
         len(_dead(scenario, 0)),
         len(calls),
         {
@@ -206,7 +194,7 @@ def proxy(ctx: Ctx, control: EmulatorControl, url: str) -> Outcome:
     return Outcome(
         "proxy-html-20s",
         count,
-        _sent(calls),
+        accepted_users(calls),
         len(_dead(scenario, 0)),
         len(calls),
         {
@@ -219,27 +207,13 @@ def proxy(ctx: Ctx, control: EmulatorControl, url: str) -> Outcome:
     )
 
 
-BAD_TARGET_RULES = """\
-rules:
-  - id: welcome
-    topics: [{topic}]
-    when: {{type: user.signed_up}}
-    canvas: {{id: canvas-welcome}}
-    recipient:
-      external_user_id: "{{{{ data.user_id }}}}"
-  - id: broken
-    topics: [{topic}]
-    when: {{type: user.logged_in}}
-    canvas: {{id: canvas-missing}}
-    recipient:
-      external_user_id: "{{{{ data.user_id }}}}"
-"""
-
-
 def rejected_target(ctx: Ctx, control: EmulatorControl, url: str) -> Outcome:
     """A rule whose Canvas id Braze rejects (500 events) among good events (1,000)."""
     scenario = _scenario(ctx, control, url, "rejected", 2)
-    scenario.rules_path.write_text(BAD_TARGET_RULES.format(topic=scenario.topic), encoding="utf-8")
+    topic = scenario.topic
+    rules = rule_yaml("welcome", topic, "user.signed_up", "canvas-welcome")
+    rules += rule_yaml("broken", topic, "user.logged_in", "canvas-missing")
+    scenario.rules_path.write_text("rules:\n" + rules, encoding="utf-8")
     values = []
     for i in range(1_500):
         kind = "user.logged_in" if i % 3 == 2 else "user.signed_up"
@@ -254,7 +228,7 @@ def rejected_target(ctx: Ctx, control: EmulatorControl, url: str) -> Outcome:
     return Outcome(
         "rejected-canvas",
         1_000,
-        _sent(calls),
+        accepted_users(calls),
         len(letters),
         len(calls),
         {
@@ -307,7 +281,7 @@ def kills(ctx: Ctx, control: EmulatorControl, url: str) -> Outcome:
     return Outcome(
         "sigkill-x5",
         count,
-        _sent(calls),
+        accepted_users(calls),
         len(_dead(scenario, 0)),
         len(calls),
         {
@@ -329,7 +303,7 @@ def rebalance(ctx: Ctx, control: EmulatorControl, url: str) -> Outcome:
     first = scenario.start(config, exit_when_idle_s=3)
 
     def sent() -> int:
-        return sum(_sent(_canvas_calls(control)).values())
+        return sum(accepted_users(_canvas_calls(control)).values())
 
     wait_until(lambda: sent() >= 300, 90, "first consumer sending")
     second = scenario.start(config, exit_when_idle_s=None)
@@ -342,7 +316,7 @@ def rebalance(ctx: Ctx, control: EmulatorControl, url: str) -> Outcome:
     return Outcome(
         "join-and-leave",
         count,
-        _sent(calls),
+        accepted_users(calls),
         len(_dead(scenario, 0)),
         len(calls),
         {
@@ -449,28 +423,11 @@ def test_a_consumer_joining_and_leaving_loses_nothing(outcomes: dict[str, Outcom
 
 # -- the dead-letter guard (no waiting on real time) --------------------------------------------
 
-BROKEN_MAPPING_RULES = """\
-rules:
-  - id: welcome
-    topics: [{topic}]
-    when: {{type: user.signed_up}}
-    canvas: {{id: canvas-welcome}}
-    recipient:
-      external_user_id: "{{{{ data.customer.id }}}}"
-"""
 
-
-@pytest.fixture
-def guard_scenario(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Scenario]:
-    with start_emulator(api_keys=(API_KEY,)) as running:
-        yield make_scenario(kafka_bootstrap, tmp_path, EmulatorControl(running.url), running.url)
-
-
-def test_guard_stops_a_bad_rules_deploy(guard_scenario: Scenario) -> None:
-    scenario = guard_scenario
-    scenario.rules_path.write_text(
-        BROKEN_MAPPING_RULES.format(topic=scenario.topic), encoding="utf-8"
-    )
+def test_guard_stops_a_bad_rules_deploy(scenario: Scenario) -> None:
+    # Every match fails mapping: the user id is read from a field the events do not have.
+    broken = rule_yaml("welcome", scenario.topic, "user.signed_up", "canvas-welcome", "data.x.id")
+    scenario.rules_path.write_text("rules:\n" + broken, encoding="utf-8")
     scenario.produce_events([scenario.event(i) for i in range(1_000)])
     service = scenario.start(scenario.config(), exit_when_idle_s=3)
     assert service.wait(120) == 1, service.log()
@@ -479,8 +436,7 @@ def test_guard_stops_a_bad_rules_deploy(guard_scenario: Scenario) -> None:
     assert committed.get(0, 0) < 200  # stopped after about min_events, not the whole stream
 
 
-def test_guard_ignores_rare_errors_among_unmatched_events(guard_scenario: Scenario) -> None:
-    scenario = guard_scenario
+def test_guard_ignores_rare_errors_among_unmatched_events(scenario: Scenario) -> None:
     values = []
     for i in range(2_000):
         if i % 200 == 0:  # 10 mapping errors: no user id

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from consumer.emulator.control import EmulatorControl
-from consumer.emulator.server import start_emulator
 from tests.integration.kafka_helpers import committed_offsets, consume_all
 from tests.integration.service_helpers import (
     API_KEY,
@@ -22,20 +20,6 @@ from tests.integration.service_helpers import (
     scrape_total,
     wait_until,
 )
-
-
-@pytest.fixture
-def emulator() -> Iterator[tuple[EmulatorControl, str]]:
-    with start_emulator(api_keys=(API_KEY,)) as running:
-        yield EmulatorControl(running.url), running.url
-
-
-@pytest.fixture
-def scenario(
-    kafka_bootstrap: str, tmp_path: Path, emulator: tuple[EmulatorControl, str]
-) -> Scenario:
-    control, url = emulator
-    return make_scenario(kafka_bootstrap, tmp_path, control, url)
 
 
 def _run_to_idle(scenario: Scenario, **overrides: object) -> None:

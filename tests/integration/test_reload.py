@@ -4,52 +4,17 @@ invalid change is refused and the old rules keep running, dead letters name the 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from consumer.emulator.control import EmulatorControl
-from consumer.emulator.server import start_emulator
 from tests.integration.kafka_helpers import consume_all
 from tests.integration.service_helpers import (
-    API_KEY,
     RULES_TEMPLATE,
     Scenario,
     free_port,
     header_map,
-    make_scenario,
+    rule_yaml,
     scrape_total,
     wait_until,
 )
-
-LOGIN_RULE = """\
-  - id: login
-    topics: [{topic}]
-    when:
-      type: user.logged_in
-    canvas: {{id: canvas-login}}
-    recipient:
-      external_user_id: "{{{{ data.user_id }}}}"
-"""
-
-
-@pytest.fixture
-def scenario(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Scenario]:
-    with start_emulator(api_keys=(API_KEY,)) as running:
-        yield make_scenario(kafka_bootstrap, tmp_path, EmulatorControl(running.url), running.url)
-
-
-def _login_sends(scenario: Scenario) -> set[str]:
-    users = set()
-    for request in scenario.emulator.requests():
-        body = request.body
-        if request.status == 201 and isinstance(body, dict) and body["canvas_id"] == "canvas-login":
-            recipients = body.get("recipients")
-            for recipient in recipients if isinstance(recipients, list) else []:
-                if isinstance(recipient, dict):
-                    users.add(str(recipient["external_user_id"]))
-    return users
 
 
 def test_rules_change_takes_effect_without_a_rebalance(scenario: Scenario) -> None:
@@ -61,20 +26,25 @@ def test_rules_change_takes_effect_without_a_rebalance(scenario: Scenario) -> No
         skipped = "braze_consumer_events_skipped_total"
         wait_until(lambda: scrape_total(port, skipped) >= 5, 60, "5 unmatched events")
 
-        rules = RULES_TEMPLATE.format(topic=scenario.topic) + LOGIN_RULE.format(
-            topic=scenario.topic
-        )
+        login_rule = rule_yaml("login", scenario.topic, "user.logged_in", "canvas-login")
+        rules = RULES_TEMPLATE.format(topic=scenario.topic) + login_rule
         scenario.rules_path.write_text(rules, encoding="utf-8")
         reloads = "braze_consumer_rules_reloads_total"
         wait_until(lambda: scrape_total(port, reloads) >= 1, 30, "the rules reloaded")
         scenario.produce_events([scenario.event(i, kind="user.logged_in") for i in range(5, 10)])
-        wait_until(lambda: len(_login_sends(scenario)) == 5, 60, "the new rule sending")
-        assert _login_sends(scenario) == {f"u-{i}" for i in range(5, 10)}
+        wait_until(
+            lambda: len(set(scenario.sent_users("canvas-login"))) == 5, 60, "the new rule sending"
+        )
+        assert set(scenario.sent_users("canvas-login")) == {f"u-{i}" for i in range(5, 10)}
 
         scenario.rules_path.write_text("rules:\n  - id: broken\n", encoding="utf-8")
         wait_until(lambda: scrape_total(port, reloads) >= 2, 30, "the invalid change refused")
         scenario.produce_events([scenario.event(i, kind="user.logged_in") for i in range(10, 13)])
-        wait_until(lambda: len(_login_sends(scenario)) == 8, 60, "the old rules still sending")
+        wait_until(
+            lambda: len(set(scenario.sent_users("canvas-login"))) == 8,
+            60,
+            "the old rules still sending",
+        )
     finally:
         service.signal(signal.SIGTERM)
         assert service.wait(60) == 0, service.log()
