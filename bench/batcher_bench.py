@@ -26,7 +26,9 @@ def make_intents(count: int, keys: int, users: int, seed: int) -> list[SendInten
         user = f"u-{rng.randrange(users)}"
         recipient: JSONObject = {"external_user_id": user, "context": {"order_id": "o-1"}}
         intents.append(
-            SendIntent("bench", rng.choice(batch_keys), recipient, f"external_user_id:{user}", 64)
+            SendIntent(
+                "bench", rng.choice(batch_keys), recipient, f"external_user_id:{user}", b"x" * 64
+            )
         )
     return intents
 

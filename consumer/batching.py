@@ -57,6 +57,11 @@ class Batch(Generic[T]):
         """The recipient objects, in arrival order, for `BatchKey.request_body`."""
         return [item.intent.recipient for item in self.items]
 
+    @property
+    def encoded(self) -> list[bytes]:
+        """Each recipient's JSON as the request carries it, in arrival order."""
+        return [item.intent.encoded for item in self.items]
+
 
 @dataclass(slots=True, eq=False)
 class _OpenBatch(Generic[T]):

@@ -5,9 +5,9 @@ Pure: no Kafka client here. `kafka_io` builds `RawMessage`s; the rules read `Eve
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
+from consumer.json_codec import loads_event
 from consumer.json_types import JSONObject, JSONValue
 from consumer.reasons import Reason
 
@@ -74,20 +74,14 @@ def decode(raw: RawMessage) -> Event | DecodeError:
         # Strict UTF-8 (a BOM is allowed): json.loads(bytes) would also take UTF-16/32 and
         # encoded lone surrogates, which then fail every rule mapping instead of reading as
         # invalid JSON.
-        text = raw.value.decode("utf-8-sig")
-        value: JSONValue = json.loads(text, parse_constant=_reject_constant)
+        value: JSONValue = loads_event(raw.value)
     except (ValueError, RecursionError) as exc:
         return DecodeError(raw, Reason.INVALID_JSON, f"value is not valid JSON: {_short(exc)}")
     if not isinstance(value, dict):
         kind = type(value).__name__
         return DecodeError(raw, Reason.INVALID_JSON, f"value must be a JSON object, got {kind}")
-    document = dict(value)
-    document["_kafka"] = raw.meta.as_document()
-    return Event(raw, document)
-
-
-def _reject_constant(name: str) -> JSONValue:
-    raise ValueError(f"{name} is not valid JSON")
+    value["_kafka"] = raw.meta.as_document()  # the parsed value is ours: no copy needed
+    return Event(raw, value)
 
 
 def _text(value: bytes | None) -> str | None:

@@ -11,6 +11,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
+
+import orjson
 
 from consumer.json_types import JSONObject, JSONValue
 from consumer.reasons import Reason
@@ -78,10 +81,27 @@ class BatchKey:
             body["schedule"] = json.loads(self.schedule_json)
         return body
 
+    def request_content(self, encoded: Sequence[bytes]) -> bytes:
+        """`request_body` as the bytes to POST, from recipients already encoded (no re-encoding:
+        each recipient's JSON is made once, when its rule renders it)."""
+        head, tail = _envelope(self)
+        return head + b",".join(encoded) + tail
+
     @property
     def label(self) -> str:
         """Short text for logs (never includes recipients)."""
         return f"{self.endpoint.value} {self.target_id}"
+
+
+@lru_cache(maxsize=4096)
+def _envelope(key: BatchKey) -> tuple[bytes, bytes]:
+    """The request's bytes before and after its recipients' list, for `request_content`."""
+    body = key.request_body([])
+    schedule = body.pop("schedule", None)
+    del body["recipients"]
+    head = orjson.dumps(body)[:-1] + b',"recipients":['
+    tail = b"]}" if schedule is None else b'],"schedule":' + orjson.dumps(schedule) + b"}"
+    return head, tail
 
 
 def canonical_json(value: JSONValue) -> str:
@@ -151,10 +171,15 @@ class SendIntent:
     key: BatchKey
     recipient: JSONObject  # a complete Braze recipient object
     user_key: str  # who the recipient is, e.g. "external_user_id:u-1"; equal keys must not share
-    size_bytes: int  # len of the recipient's compact JSON, against MAX_REQUEST_BYTES
+    encoded: bytes  # the recipient's compact UTF-8 JSON, exactly as the request carries it
     # Epoch ms after which the rule's `max_event_age` makes it stale: an intent held through a
     # Braze outage past this is skipped, not sent. None: the rule has no `max_event_age`.
     stale_after_ms: int | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the recipient in a request, against MAX_RECIPIENT_BYTES / MAX_REQUEST_BYTES."""
+        return len(self.encoded)
 
 
 @dataclass(frozen=True, slots=True)

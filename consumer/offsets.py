@@ -9,7 +9,7 @@ earlier owner reported settled that were not read again yet, so the next owner s
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_right, insort
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,8 +38,14 @@ class _Message:
     offset: int
     pending: int
     tail_offset: int  # highest offset tracked before the next message with pending intents
+    seq: int  # its place in its partition's `waiting` order: neighbours differ by one
     size_bytes: int = 0  # of the message, while it is unsettled (memory accounting)
     timestamp_ms: int | None = None  # its Kafka timestamp: how old the oldest unsettled event is
+
+    @property
+    def notable(self) -> bool:
+        """Whether it adds to the settled ranges: settled itself, or followed by a settled run."""
+        return self.pending == 0 or self.tail_offset > self.offset
 
 
 # What a commit says: the offset, and the settled ranges above it.
@@ -53,6 +59,11 @@ class _Partition:
     position: int  # next offset to commit: first_offset until some prefix is settled
     waiting: deque[_Message] = field(default_factory=deque)  # front always has pending > 0
     by_offset: dict[int, _Message] = field(default_factory=dict)
+    # The waiting messages that are `notable`, by `seq` (ascending in `notable_seqs`): what the
+    # settled ranges are made of, so a commit need not walk every message still in flight.
+    notable: dict[int, _Message] = field(default_factory=dict)
+    notable_seqs: list[int] = field(default_factory=list)
+    next_seq: int = 0
     unsettled: int = 0
     unsettled_bytes: int = 0
     reported: _State = (0, ())  # the last commit returned, or the state found on the first track
@@ -113,11 +124,14 @@ class OffsetTracker:
         self._changed[tp] = None
         if pending == 0:
             if part.waiting:
-                part.waiting[-1].tail_offset = offset
+                last = part.waiting[-1]
+                last.tail_offset = offset
+                _note(part, last)
             else:
                 part.position = offset + 1
             return
-        message = _Message(offset, pending, offset, size_bytes, timestamp_ms)
+        message = _Message(offset, pending, offset, part.next_seq, size_bytes, timestamp_ms)
+        part.next_seq += 1
         part.waiting.append(message)
         part.by_offset[offset] = message
         part.unsettled += 1
@@ -149,6 +163,7 @@ class OffsetTracker:
         self._unsettled_total -= 1
         self._unsettled_bytes -= message.size_bytes
         self._changed[tp] = None
+        _note(part, message)
         _release_prefix(part)
 
     def take_commits(self) -> dict[TopicPartition, Commit]:
@@ -176,7 +191,7 @@ class OffsetTracker:
         part = self._parts.get(tp)
         if part is None:
             return inherited
-        ranges = _tracked_ranges(part.waiting)
+        ranges = _tracked_ranges(part)
         # Offsets from last_offset + 1 on were not read again in this assignment.
         _add_unread(ranges, inherited, part.last_offset + 1)
         return tuple(ranges)
@@ -244,29 +259,46 @@ class OffsetTracker:
         return part.position, ranges
 
 
+def _note(part: _Partition, message: _Message) -> None:
+    """Keep `message` among the notable ones once it is (settled, or followed by a settled run)."""
+    if message.seq not in part.notable and message.notable:
+        part.notable[message.seq] = message
+        insort(part.notable_seqs, message.seq)  # mostly at the end: messages settle about in order
+
+
 def _release_prefix(part: _Partition) -> None:
     """Drops the settled messages at the front; the position follows the last one's tail."""
+    released = 0
     while part.waiting and part.waiting[0].pending == 0:
         message = part.waiting.popleft()
         del part.by_offset[message.offset]
+        del part.notable[message.seq]  # settled, so notable; and the lowest seq of them all
+        released += 1
         part.position = message.tail_offset + 1
+    if released:
+        del part.notable_seqs[:released]
 
 
-def _tracked_ranges(waiting: Iterable[_Message]) -> list[tuple[int, int]]:
-    """Settled tracked offsets behind the first unsettled one, as merged half-open ranges."""
+def _tracked_ranges(part: _Partition) -> list[tuple[int, int]]:
+    """Settled tracked offsets behind the first unsettled one, as merged half-open ranges.
+
+    Only notable messages add offsets; between two that are not neighbours in `waiting` lies an
+    unsettled message with nothing settled behind it, which splits the ranges. An unsettled
+    message followed by a settled run starts a range after itself; a settled neighbour extends it.
+    """
     ranges: list[tuple[int, int]] = []
-    touching = False  # the last range ends at the previous message's tail: only gaps follow it
-    for message in waiting:
-        settled = message.pending == 0
-        start = message.offset if settled else message.offset + 1
+    previous = -2
+    notable = part.notable
+    for seq in part.notable_seqs:
+        message = notable[seq]
         end = message.tail_offset + 1
-        if start >= end:  # unsettled, and nothing tracked behind it yet
-            touching = False
-        elif touching and settled:
+        if message.pending:
+            ranges.append((message.offset + 1, end))
+        elif seq == previous + 1 and ranges:
             ranges[-1] = (ranges[-1][0], end)
         else:
-            ranges.append((start, end))
-            touching = True
+            ranges.append((message.offset, end))
+        previous = seq
     return ranges
 
 

@@ -21,7 +21,6 @@ from consumer.batching import Batch
 from consumer.braze.answers import HoldCause
 from consumer.braze.client import ClientClosedError, RecipientResult
 from consumer.intents import BatchKey
-from consumer.json_types import JSONObject
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +28,9 @@ T = TypeVar("T")
 
 
 class BatchSender(Protocol):
-    def send_batch(self, key: BatchKey, recipients: Sequence[JSONObject]) -> list[RecipientResult]:
-        """Blocking and thread-safe; one result per recipient, never raises for HTTP outcomes."""
+    def send_encoded(self, key: BatchKey, encoded: Sequence[bytes]) -> list[RecipientResult]:
+        """Blocking and thread-safe; one result per recipient (each one's JSON, as the request
+        carries it), in order; never raises for HTTP outcomes."""
         ...
 
     def prepare_probe(self, cause: HoldCause) -> None:
@@ -141,7 +141,7 @@ class Dispatcher(Generic[T]):
 
     def _send(self, batch: Batch[T], probe: bool) -> Finished[T]:
         try:
-            results = self._sender.send_batch(batch.key, batch.recipients)
+            results = self._sender.send_encoded(batch.key, batch.encoded)
         except ClientClosedError:
             results = []  # shutting down mid-wait: leave unsettled, re-read after restart
         except Exception:  # a bug in the client must neither lose the batch nor dead-letter it

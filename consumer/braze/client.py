@@ -9,13 +9,12 @@ threads at once. Before a probe after an auth failure it re-reads the API key (a
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import httpx
@@ -37,6 +36,7 @@ from consumer.braze.retry import (
     warn_about_success_body,
 )
 from consumer.intents import BatchKey, Endpoint
+from consumer.json_codec import dumps_strict
 from consumer.json_types import JSONObject, JSONValue
 
 __all__ = [
@@ -163,26 +163,38 @@ class BrazeClient:
     def send_batch(self, key: BatchKey, recipients: Sequence[JSONObject]) -> list[RecipientResult]:
         """Send these recipients in one request (more if bisecting); one result per recipient.
 
-        Blocks through rate-limit waits and retries. Raises ClientClosedError if `close()` is
-        called meanwhile (then nothing about these recipients is known for sure).
+        A recipient that is not strict JSON (a non-finite number, a lone surrogate) is rejected
+        without a request; the others go as `send_encoded` sends them.
         """
         results: list[RecipientResult] = []
         sendable: list[int] = []
+        encoded: list[bytes] = []
         for index, recipient in enumerate(recipients):
-            if _is_strict_json(recipient):
+            try:
+                encoded.append(dumps_strict(recipient))
                 sendable.append(index)
-            else:
+            except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
                 error = "recipient is not strict JSON (a non-finite number or a lone surrogate)"
                 results.append(_unsendable(index, error))
+        if sendable:
+            for result in self.send_encoded(key, encoded):
+                results.append(replace(result, index=sendable[result.index]))
+        return sorted(results, key=lambda result: result.index)
+
+    def send_encoded(self, key: BatchKey, encoded: Sequence[bytes]) -> list[RecipientResult]:
+        """Send recipients already encoded as strict JSON (`SendIntent.encoded`) in one request
+        (more if bisecting); one result per recipient, in order.
+
+        Blocks through rate-limit waits and retries. Raises ClientClosedError if `close()` is
+        called meanwhile (then nothing about these recipients is known for sure).
+        """
 
         def send_group(indices: list[int]) -> RequestOutcome:
-            body = key.request_body([recipients[i] for i in indices])
-            return self.request(key.endpoint, body, len(indices))
+            content = key.request_content([encoded[i] for i in indices])
+            return self.request_content(key.endpoint, content, len(indices))
 
-        if sendable:
-            bisection = Bisection(len(recipients), send_group, self._config.split_on_reject)
-            results.extend(bisection.run(sendable))
-        return sorted(results, key=lambda result: result.index)
+        bisection = Bisection(len(encoded), send_group, self._config.split_on_reject)
+        return sorted(bisection.run(list(range(len(encoded)))), key=lambda result: result.index)
 
     def send_raw(self, endpoint: Endpoint, body: JSONObject) -> RawResult:
         """POST one body with pacing and retries, no bisection (admin uses: schedules, send ids)."""
@@ -190,6 +202,15 @@ class BrazeClient:
         last = outcome.last
         ok = last.verdict == "success"
         return RawResult(ok, last.status, last.body, "" if ok else last.detail, outcome.attempts)
+
+    def set_budget_share(self, share: float) -> float:
+        """Spend `share` (0..1) of `requests_per_hour`, the budget of every process together (a
+        consumer-group member's partitions), and plan on that share of the workspace's
+        X-RateLimit-Remaining. Returns the requests per hour this process may now make."""
+        share = min(max(share, 0.0), 1.0)
+        per_hour = self._config.requests_per_hour * share
+        self._limiter.set_rate(per_hour, self._clock(), share=share)
+        return per_hour
 
     def prepare_probe(self, cause: HoldCause) -> None:
         """Before a probe after an auth failure, re-read the key: a rotated Secret lands on disk."""
@@ -225,9 +246,13 @@ class BrazeClient:
         self.close()
 
     def request(self, endpoint: Endpoint, body: JSONObject, recipients: int) -> RequestOutcome:
-        """One logical request with its retries (used by `send_batch` and `send_raw`)."""
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        content = text.encode()
+        """One logical request with its retries (`send_raw`)."""
+        return self.request_content(endpoint, dumps_strict(body), recipients)
+
+    def request_content(
+        self, endpoint: Endpoint, content: bytes, recipients: int
+    ) -> RequestOutcome:
+        """POST these bytes (one JSON body) with pacing and retries."""
         hooks = RetryHooks(
             monotonic=self._monotonic,
             sleep=self._pause,
@@ -417,17 +442,3 @@ def _read_bounded(response: httpx.Response) -> tuple[bytes, bool]:
         # The status already arrived and decides the outcome; keep what came of the body.
         return b"".join(chunks), True
     return b"".join(chunks), False
-
-
-def _is_strict_json(recipient: JSONObject) -> bool:
-    """Whether `request()` can encode this recipient; one that cannot would fail its batch.
-
-    Python's JSON decoder lets through numbers too big for a float (inf) and escaped lone
-    surrogates; the rules refuse both, so this guards only against a recipient made elsewhere.
-    The encoding is the request's own (allow_nan=False, UTF-8), so what passes here sends.
-    """
-    try:
-        json.dumps(recipient, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
-        return False
-    return True

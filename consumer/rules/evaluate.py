@@ -23,6 +23,7 @@ from consumer.intents import (
     printable,
     strict_json_problem,
 )
+from consumer.json_codec import dumps_strict
 from consumer.json_types import JSONObject, JSONValue
 from consumer.reasons import Reason
 from consumer.rules.conditions import Condition, Step, resolve
@@ -162,23 +163,24 @@ class CompiledRule:
             recipient["send_to_existing_only"] = self.send_to_existing_only
         schedule_json = None if self.schedule is None else self.schedule.render_json(document)
         key = BatchKey(self.endpoint, self.target_id, self.send_id, schedule_json)
-        size_bytes = self._strict_size(recipient)
+        encoded = self._strict_encode(recipient)
         # The recipient's JSON contains the properties' JSON: only a large recipient can hold
         # too-large properties, so the common case serialises once.
-        if size_bytes > MAX_PROPERTIES_BYTES:
+        if len(encoded) > MAX_PROPERTIES_BYTES:
             _check_size(recipient.get(self.endpoint.properties_field))
-        return SendIntent(self.rule_id, key, recipient, user_key, size_bytes, stale_after_ms)
+        return SendIntent(self.rule_id, key, recipient, user_key, encoded, stale_after_ms)
 
-    def _strict_size(self, recipient: JSONObject) -> int:
-        """Bytes of the recipient's compact UTF-8 JSON; raises _MappingError if not strict JSON.
+    def _strict_encode(self, recipient: JSONObject) -> bytes:
+        """The recipient's compact UTF-8 JSON, as the request will carry it; raises _MappingError
+        if it is not strict JSON.
 
-        The one serialisation per recipient is also the strictness check: `canonical_json` refuses
-        non-finite numbers, UTF-8 refuses lone surrogates (both ValueErrors). Only a failure pays
-        for the walk that names the field. The schedule needs no check: its time is re-formatted
-        from a parsed datetime, so it is always plain ASCII.
+        The one serialisation per recipient is also the strictness check: `dumps_strict` refuses
+        non-finite numbers and lone surrogates (ValueErrors). Only a failure pays for the walk
+        that names the field. The schedule needs no check: its time is re-formatted from a parsed
+        datetime, so it is always plain ASCII.
         """
         try:
-            return len(canonical_json(recipient).encode("utf-8"))
+            return dumps_strict(recipient)
         except ValueError:
             raise _MappingError(*self._strictness_problem(recipient)) from None
 

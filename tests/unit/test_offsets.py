@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.offsets import Commit, OffsetTracker, TopicPartition
+from consumer.offsets import Commit, OffsetTracker, TopicPartition, _tracked_ranges
 from consumer.progress import SettledRanges, contains, decode, encode
 
 TP: TopicPartition = ("orders", 0)
@@ -473,3 +474,50 @@ def test_commits_never_claim_an_unsettled_offset(
     for start, end in inherited:
         for offset in range(max(start, offsets[-1] + 1), end):
             assert offset < commit.offset or contains(claimed, offset)
+
+
+def walk_every_waiting_message(part: Any) -> list[tuple[int, int]]:
+    """The settled ranges as first written: a walk over every message still waiting."""
+    ranges: list[tuple[int, int]] = []
+    touching = False
+    for message in part.waiting:
+        settled = message.pending == 0
+        start = message.offset if settled else message.offset + 1
+        end = message.tail_offset + 1
+        if start >= end:
+            touching = False
+        elif touching and settled:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((start, end))
+            touching = True
+    return ranges
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    messages=st.lists(st.tuples(st.integers(1, 3), st.integers(0, 3)), min_size=1, max_size=40),
+    data=st.data(),
+)
+def test_settled_ranges_from_notable_messages_equal_a_walk_of_all(
+    messages: list[tuple[int, int]], data: st.DataObject
+) -> None:
+    """The commit reads only the notable messages; it finds what a walk of every one would."""
+    tracker = OffsetTracker()
+    remaining: dict[int, int] = {}
+    offset = 0
+    to_track = list(messages)
+    while to_track or any(remaining.values()):
+        open_offsets = [o for o, left in remaining.items() if left]
+        if to_track and (not open_offsets or data.draw(st.booleans())):
+            gap, pending = to_track.pop(0)
+            offset += gap
+            remaining[offset] = pending
+            tracker.track(TP, offset, pending)
+        else:
+            settled = data.draw(st.sampled_from(open_offsets))
+            tracker.settle(TP, settled)
+            remaining[settled] -= 1
+        part = tracker._parts[TP]
+        assert _tracked_ranges(part) == walk_every_waiting_message(part)
+        assert sorted(part.notable) == part.notable_seqs

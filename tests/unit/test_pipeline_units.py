@@ -102,7 +102,8 @@ class FakeSender:
     def prepare_probe(self, cause: HoldCause) -> None:
         self.probes.append(cause)
 
-    def send_batch(self, key: BatchKey, recipients: Sequence[JSONObject]) -> list[RecipientResult]:
+    def send_encoded(self, key: BatchKey, encoded: Sequence[bytes]) -> list[RecipientResult]:
+        recipients: list[JSONObject] = [json.loads(each) for each in encoded]
         with self._lock:
             self.calls.append((key, list(recipients)))
         names = [key.target_id] + [str(r.get("external_user_id")) for r in recipients]
