@@ -36,9 +36,10 @@ def envelope_bytes(key: BatchKey) -> int:
     return len(canonical_json(key.request_body([])).encode("utf-8")) + ENVELOPE_SLACK_BYTES
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BatchItem(Generic[T]):
-    """One recipient in a batch, with the pipeline's token for settling its event later."""
+    """One recipient in a batch, with the pipeline's token for settling its event later; never
+    changed once made (not frozen: one is built per recipient, see `consumer.events`)."""
 
     intent: SendIntent
     token: T  # opaque: the pipeline uses it to settle the event's offset later

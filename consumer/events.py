@@ -11,8 +11,12 @@ from consumer.json_codec import loads_event
 from consumer.json_types import JSONObject, JSONValue
 from consumer.reasons import Reason
 
+# The records made for every consumed message are slotted dataclasses, never changed once made, but
+# not frozen: a frozen one costs about four times as much to build (0.73 against 0.19 us with six
+# fields), and several are built per event on the hot path.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class KafkaMeta:
     """Where a message came from; the `_kafka` namespace of the rules reads this."""
 
@@ -36,7 +40,7 @@ class KafkaMeta:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RawMessage:
     """A consumed message exactly as Kafka gave it; dead letters carry it back unchanged."""
 
@@ -44,7 +48,7 @@ class RawMessage:
     value: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """A decoded event. `document` is the event object with `_kafka` added, for JMESPath."""
 

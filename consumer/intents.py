@@ -163,9 +163,10 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendIntent:
-    """One recipient for one request shape, produced by one rule for one event."""
+    """One recipient for one request shape, produced by one rule for one event; never changed
+    once made (not frozen only because one is built per matched event: see `consumer.events`)."""
 
     rule_id: str
     key: BatchKey

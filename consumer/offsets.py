@@ -97,7 +97,8 @@ class OffsetTracker:
 
     def already_settled(self, tp: TopicPartition, offset: int) -> bool:
         """Whether an earlier owner settled `offset`: track it with pending=0, do not process it."""
-        return contains(self._inherited.get(tp, ()), offset)
+        inherited = self._inherited.get(tp)
+        return inherited is not None and contains(inherited, offset)
 
     def track(
         self,

@@ -47,10 +47,11 @@ class HaltError(Exception):
     """Stop the consumer without committing: something is wrong beyond one event."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ticket:
     """An event, and the position whose commit waits for it (its own offset, or a dead-letter
-    record's offset when replaying)."""
+    record's offset when replaying). Never changed once made (not frozen: a frozen dataclass
+    costs four times as much to build, and one is built per matched event)."""
 
     raw: RawMessage
     tp: TopicPartition
@@ -66,6 +67,20 @@ class PipelineSettings:
     hold: HoldPolicy = field(default_factory=HoldPolicy)
     guard: GuardPolicy = field(default_factory=GuardPolicy)
     rejected_target_cooldown_s: float = 600.0
+
+
+@dataclass(slots=True)
+class _Counts:
+    """Per-event counts not yet handed to the metrics (`Pipeline.publish_counts`)."""
+
+    consumed: dict[str, int] = field(default_factory=dict)  # by topic
+    matched: dict[str, int] = field(default_factory=dict)  # by rule
+    skipped: dict[tuple[str, str], int] = field(default_factory=dict)  # by (rule, reason)
+
+    def clear(self) -> None:
+        self.consumed.clear()
+        self.matched.clear()
+        self.skipped.clear()
 
 
 @dataclass
@@ -100,6 +115,7 @@ class Pipeline:
         self.rules = rules
         self.rules_version = rules_version
         self.stats = PipelineStats()
+        self._counts = _Counts()
         self._batcher = batcher
         self._tracker = tracker
         self._sender = sender
@@ -177,6 +193,7 @@ class Pipeline:
         self.rules_version = version
 
     def close(self) -> None:
+        self.publish_counts()
         self._sends.close()
 
     # -- state ---------------------------------------------------------------------------------
@@ -242,42 +259,61 @@ class Pipeline:
         `position` (default: the message's own) is what the event's settlement releases;
         `only_rule` keeps the outcomes of one rule (a replay must not re-send the others).
         """
-        self.stats.consumed += 1
-        self._metrics.event_consumed(raw.meta.topic)
-        tp, offset = position or ((raw.meta.topic, raw.meta.partition), raw.meta.offset)
-        if self._tracker.already_settled(tp, offset):
-            self._tracker.track(tp, offset, 0)
-            self.stats.already_settled += 1
-            self._metrics.already_settled(raw.meta.topic)
+        meta = raw.meta
+        stats = self.stats
+        stats.consumed += 1
+        counts = self._counts
+        counts.consumed[meta.topic] = counts.consumed.get(meta.topic, 0) + 1
+        if position is None:
+            tp, offset = (meta.topic, meta.partition), meta.offset
+        else:
+            tp, offset = position
+        tracker = self._tracker
+        if tracker.already_settled(tp, offset):
+            tracker.track(tp, offset, 0)
+            stats.already_settled += 1
+            self._metrics.already_settled(meta.topic)
             return
-        ticket = Ticket(raw, tp, offset, self._generations.get(tp, 0), self.rules_version)
-        size = len(raw.value or b"")
+        value = raw.value
+        size = 0 if value is None else len(value)
         if size > self._max_event_bytes:
-            self._tracker.track(tp, offset, 1, size, raw.meta.timestamp_ms)
+            tracker.track(tp, offset, 1, size, meta.timestamp_ms)
             error = f"the event is {size} bytes; kafka.max_event_bytes is {self._max_event_bytes}"
-            self._dead_letter(DeadLetter(raw, Reason.TOO_LARGE, error), ticket)
+            letter = DeadLetter(raw, Reason.TOO_LARGE, error)
+            self._dead_letter(letter, self._ticket(raw, tp, offset))
             return
         decoded = decode(raw)
         if isinstance(decoded, DecodeError):
-            self._tracker.track(tp, offset, 1, size, raw.meta.timestamp_ms)
-            self._dead_letter(DeadLetter(raw, decoded.reason, decoded.detail), ticket)
+            tracker.track(tp, offset, 1, size, meta.timestamp_ms)
+            letter = DeadLetter(raw, decoded.reason, decoded.detail)
+            self._dead_letter(letter, self._ticket(raw, tp, offset))
             return
         outcomes = self.rules.evaluate(decoded, to_ms(self._clock.wall_s()))
         if only_rule is not None:
             outcomes = [o for o in outcomes if o.rule_id == only_rule]
-        units = sum(not isinstance(o, RuleSkip) for o in outcomes)
-        self._tracker.track(tp, offset, units, size, raw.meta.timestamp_ms)
-        if not outcomes:
+        if not outcomes:  # most events of a busy topic: no ticket, nothing to settle later
+            tracker.track(tp, offset, 0, size, meta.timestamp_ms)
             self._count_skip("-", "no_match")
+            return
+        units = 0
+        for outcome in outcomes:
+            if not isinstance(outcome, RuleSkip):
+                units += 1
+        tracker.track(tp, offset, units, size, meta.timestamp_ms)
+        ticket = self._ticket(raw, tp, offset)
         for outcome in outcomes:
             self._route(outcome, ticket)
+
+    def _ticket(self, raw: RawMessage, tp: TopicPartition, offset: int) -> Ticket:
+        return Ticket(raw, tp, offset, self._generations.get(tp, 0), self.rules_version)
 
     def _route(self, outcome: SendIntent | RuleSkip | MappingFailure, ticket: Ticket) -> None:
         if isinstance(outcome, RuleSkip):
             self._count_skip(outcome.rule_id, outcome.reason)
             return
         self.stats.matched += 1
-        self._metrics.event_matched(outcome.rule_id)
+        matched = self._counts.matched
+        matched[outcome.rule_id] = matched.get(outcome.rule_id, 0) + 1
         if isinstance(outcome, MappingFailure):
             error = f"{outcome.field}: {outcome.message}"
             letter = DeadLetter(ticket.raw, outcome.reason, error, rule_id=outcome.rule_id)
@@ -293,13 +329,28 @@ class Pipeline:
 
     def _count_skip(self, rule_id: str, reason: str) -> None:
         self.stats.skipped += 1
-        self._metrics.event_skipped(rule_id, reason)
+        skipped = self._counts.skipped
+        skipped[(rule_id, reason)] = skipped.get((rule_id, reason), 0) + 1
+
+    def publish_counts(self) -> None:
+        """Hand the per-event counts gathered since the last call to the metrics (once per loop
+        turn, from `tick`: a counter update per event costs more than the rest of a skipped
+        event's handling)."""
+        counts, metrics = self._counts, self._metrics
+        for topic, n in counts.consumed.items():
+            metrics.event_consumed(topic, n)
+        for rule_id, n in counts.matched.items():
+            metrics.event_matched(rule_id, n)
+        for (rule_id, reason), n in counts.skipped.items():
+            metrics.event_skipped(rule_id, reason, n)
+        counts.clear()
 
     # -- sending ------------------------------------------------------------------------------
 
     def tick(self, wait_s: float = 0.0) -> None:
         """Settle finished requests (waiting up to `wait_s` for one), deliver dead-letter
         acknowledgements, send the partial batches that are due, and probe Braze when held."""
+        self.publish_counts()
         for finished in self._sends.collect(wait_s):
             self._finish(finished)
         self._dlq.service()

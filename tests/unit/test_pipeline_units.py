@@ -214,6 +214,7 @@ class Harness:
         return self.tracker.committable(TP)
 
     def sample(self, name: str, **labels: str) -> float:
+        self.pipeline.publish_counts()  # the service does this every loop turn
         value = self.metrics.registry.get_sample_value(f"braze_consumer_{name}", labels)
         return 0.0 if value is None else value
 
