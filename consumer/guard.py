@@ -29,13 +29,20 @@ class DeadLetterGuard:
         self._policy = policy
         self._outcomes: deque[bool] = deque(maxlen=policy.window)
         self._dead = 0
+        self._threshold = min(policy.min_events, policy.window)
 
     def record(self, *, dead_lettered: bool) -> str | None:
         """Add one outcome; returns why to stop when the share is exceeded, else None."""
-        if len(self._outcomes) == self._outcomes.maxlen and self._outcomes[0]:
+        outcomes = self._outcomes
+        judged = len(outcomes) >= self._threshold
+        if len(outcomes) == outcomes.maxlen and outcomes[0]:
             self._dead -= 1
-        self._outcomes.append(dead_lettered)
+        outcomes.append(dead_lettered)
         self._dead += dead_lettered
+        if judged and not dead_lettered:
+            # Already judged, and a send only lowers the share: it cannot trip now if it did
+            # not before (the pipeline stops at the first trip). Spares the sum per send.
+            return None
         return self.tripped()
 
     @property
@@ -44,8 +51,7 @@ class DeadLetterGuard:
 
     def tripped(self) -> str | None:
         count = len(self._outcomes)
-        threshold = min(self._policy.min_events, self._policy.window)
-        if count < threshold or self.share <= self._policy.max_share:
+        if count < self._threshold or self.share <= self._policy.max_share:
             return None
         return (
             f"{self._dead} of the last {count} matched events were dead-lettered "

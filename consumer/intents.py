@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 
@@ -70,6 +70,15 @@ class BatchKey:
     target_id: str
     send_id: str | None = None
     schedule_json: str | None = None  # canonical JSON (sorted keys) of the schedule object
+    # Computed once: the batcher looks a key up for every recipient.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.endpoint, self.target_id, self.send_id, self.schedule_json)
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def request_body(self, recipients: Sequence[JSONObject]) -> JSONObject:
         """The JSON body for these recipients (1..MAX_RECIPIENTS_PER_REQUEST of them)."""

@@ -324,8 +324,9 @@ class Pipeline:
                 DeadLetter(ticket.raw, Reason.TOO_LARGE, error, outcome.rule_id), ticket
             )
         else:
-            now_ms = to_ms(self._clock.monotonic_s())
-            self._dispatch(self._batcher.add(outcome, ticket, now_ms))
+            ready = self._batcher.add(outcome, ticket, to_ms(self._clock.monotonic_s()))
+            if ready:
+                self._dispatch(ready)
 
     def _count_skip(self, rule_id: str, reason: str) -> None:
         self.stats.skipped += 1

@@ -7,7 +7,7 @@ never exceptions: they become dead letters in the pipeline.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from consumer.braze.limits import MAX_PROPERTIES_BYTES
 from consumer.events import Event
@@ -58,18 +58,25 @@ class Identity:
 
     kind: str  # external_user_id | user_alias | email | braze_id
     parts: tuple[tuple[str, Template], ...]  # (field, template); two for user_alias
+    # (name, template, the field as errors name it), made once
+    _named: tuple[tuple[str, Template, str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        named = tuple(
+            (name, template, "recipient." + (name if name == self.kind else f"{self.kind}.{name}"))
+            for name, template in self.parts
+        )
+        object.__setattr__(self, "_named", named)
 
     def render(self, document: JSONObject) -> tuple[JSONValue, str]:
         """The identifier's JSON value and the user key; raises _MappingError."""
-        values: dict[str, str] = {}
-        for name, template in self.parts:
-            field = "recipient." + (name if name == self.kind else f"{self.kind}.{name}")
-            values[name] = _required_string(template, document, field)
         if self.kind == "user_alias":
+            values = {name: _required_string(t, document, where) for name, t, where in self._named}
             alias: JSONObject = {"alias_name": values["alias_name"]}
             alias["alias_label"] = values["alias_label"]
             return alias, f"user_alias:{values['alias_label']}:{values['alias_name']}"
-        value = values[self.kind]
+        ((_name, template, where),) = self._named  # one part for every other kind
+        value = _required_string(template, document, where)
         # Braze matches e-mail addresses case-insensitively; the user key must as well.
         key_value = value.lower() if self.kind == "email" else value
         return value, f"{self.kind}:{key_value}"
@@ -112,6 +119,16 @@ class CompiledRule:
     schedule: SchedulePlan | None
     max_event_age_ms: int | None
     event_time: tuple[Step, ...] | None
+    # The batch key of every send when the rule has no schedule (one object, hashed once).
+    static_key: BatchKey | None = field(init=False, repr=False, compare=False)
+    properties_field: str = field(init=False, repr=False, compare=False)  # context / trigger_...
+
+    def __post_init__(self) -> None:
+        key = None
+        if self.schedule is None:
+            key = BatchKey(self.endpoint, self.target_id, self.send_id, None)
+        object.__setattr__(self, "static_key", key)
+        object.__setattr__(self, "properties_field", self.endpoint.properties_field)
 
     def apply(self, event: Event, now_ms: int) -> Outcome | None:
         """None when a condition does not hold; otherwise exactly one outcome."""
@@ -152,7 +169,7 @@ class CompiledRule:
         if self.properties is not None:
             properties = _render_object(self.properties, document, "properties")
             if properties:
-                recipient[self.endpoint.properties_field] = properties
+                recipient[self.properties_field] = properties
         if self.attributes is not None:
             attributes = _render_object(self.attributes, document, "attributes")
             if attributes:
@@ -161,13 +178,16 @@ class CompiledRule:
             if not self.send_to_existing_only and "attributes" not in recipient:
                 raise _MappingError("attributes", "send_to_existing_only: false needs attributes")
             recipient["send_to_existing_only"] = self.send_to_existing_only
-        schedule_json = None if self.schedule is None else self.schedule.render_json(document)
-        key = BatchKey(self.endpoint, self.target_id, self.send_id, schedule_json)
+        key = self.static_key
+        if key is None:
+            assert self.schedule is not None
+            schedule_json = self.schedule.render_json(document)
+            key = BatchKey(self.endpoint, self.target_id, self.send_id, schedule_json)
         encoded = self._strict_encode(recipient)
         # The recipient's JSON contains the properties' JSON: only a large recipient can hold
         # too-large properties, so the common case serialises once.
         if len(encoded) > MAX_PROPERTIES_BYTES:
-            _check_size(recipient.get(self.endpoint.properties_field))
+            _check_size(recipient.get(self.properties_field))
         return SendIntent(self.rule_id, key, recipient, user_key, encoded, stale_after_ms)
 
     def _strict_encode(self, recipient: JSONObject) -> bytes:
