@@ -65,8 +65,12 @@ class DecodeError:
     detail: str
 
 
-def decode(raw: RawMessage) -> Event | DecodeError:
+def decode(raw: RawMessage, *, kafka_namespace: bool = True) -> Event | DecodeError:
     """Parse the message value; never raises.
+
+    `kafka_namespace=False` leaves `_kafka` out of the document when the event has no field of
+    that name (`with_kafka_namespace` adds it later): most events of a busy topic match no rule,
+    and the rules' conditions may not read it.
 
     Valid JSON that Python cannot hold exactly still decodes: `1e400` becomes inf and an escaped
     lone surrogate (`"\\ud800"`) a str that UTF-8 cannot encode. Rules that do not read such a
@@ -84,8 +88,17 @@ def decode(raw: RawMessage) -> Event | DecodeError:
     if not isinstance(value, dict):
         kind = type(value).__name__
         return DecodeError(raw, Reason.INVALID_JSON, f"value must be a JSON object, got {kind}")
-    value["_kafka"] = raw.meta.as_document()  # the parsed value is ours: no copy needed
+    if kafka_namespace or "_kafka" in value:  # an event's own `_kafka` is always replaced
+        value["_kafka"] = raw.meta.as_document()  # the parsed value is ours: no copy needed
     return Event(raw, value)
+
+
+def with_kafka_namespace(event: Event) -> JSONObject:
+    """The event's document with `_kafka` in it (added now if `decode` left it out)."""
+    document = event.document
+    if "_kafka" not in document:
+        document["_kafka"] = event.raw.meta.as_document()
+    return document
 
 
 def _text(value: bytes | None) -> str | None:

@@ -282,7 +282,7 @@ class Pipeline:
             letter = DeadLetter(raw, Reason.TOO_LARGE, error)
             self._dead_letter(letter, self._ticket(raw, tp, offset))
             return
-        decoded = decode(raw)
+        decoded = decode(raw, kafka_namespace=self.rules.conditions_read_kafka)
         if isinstance(decoded, DecodeError):
             tracker.track(tp, offset, 1, size, meta.timestamp_ms)
             letter = DeadLetter(raw, decoded.reason, decoded.detail)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from consumer.braze.limits import MAX_PROPERTIES_BYTES
-from consumer.events import Event
+from consumer.events import Event, with_kafka_namespace
 from consumer.intents import (
     NOT_FINITE,
     BatchKey,
@@ -136,6 +136,7 @@ class CompiledRule:
         for condition in self.conditions:
             if not condition.holds(document):
                 return None
+        document = with_kafka_namespace(event)  # the mappings may read `_kafka`
         try:
             stale_after_ms = None
             if self.max_event_age_ms is not None:

@@ -22,6 +22,9 @@ class RulesTable:
     topics: frozenset[str] = field(init=False)
     rule_ids: tuple[str, ...] = field(init=False)
     _by_topic: Mapping[str, tuple[CompiledRule, ...]] = field(init=False, repr=False)
+    # Whether any condition reads `_kafka`; when none does, events are decoded without it and a
+    # rule whose conditions hold adds it before its mappings read the document.
+    conditions_read_kafka: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         topics = frozenset(topic for rule in self.rules for topic in rule.topics)
@@ -31,6 +34,12 @@ class RulesTable:
         object.__setattr__(self, "topics", topics)
         object.__setattr__(self, "rule_ids", tuple(rule.rule_id for rule in self.rules))
         object.__setattr__(self, "_by_topic", by_topic)
+        reads_kafka = any(
+            condition.steps[0][0] == "_kafka"
+            for rule in self.rules
+            for condition in rule.conditions
+        )
+        object.__setattr__(self, "conditions_read_kafka", reads_kafka)
 
     def evaluate(self, event: Event, now_ms: int) -> list[Outcome]:
         """One outcome per matching rule; [] when none matched. Never raises."""

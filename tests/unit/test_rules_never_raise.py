@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from consumer.braze.contract import validate_request
 from consumer.events import Event, KafkaMeta, RawMessage, decode
-from consumer.intents import MappingFailure, RuleSkip, SendIntent, canonical_json
+from consumer.intents import MappingFailure, RuleSkip, SendIntent
 from consumer.json_types import JSONObject, JSONValue
 from consumer.rules import load_rules_text
 
@@ -233,6 +233,10 @@ def test_values_with_no_strict_json_form_never_raise_nor_reach_a_request(
             assert isinstance(outcome, SendIntent)
             # Raises unless strict: a non-finite number (allow_nan) or a lone surrogate (UTF-8).
             json.dumps(outcome.recipient, ensure_ascii=False, allow_nan=False).encode("utf-8")
-            assert outcome.size_bytes == len(canonical_json(outcome.recipient).encode("utf-8"))
+            # What the request carries is the recipient, and its size is what is counted.
+            assert json.loads(outcome.encoded) == outcome.recipient
+            assert outcome.size_bytes == len(outcome.encoded)
             body = outcome.key.request_body([outcome.recipient])
             assert validate_request(outcome.key.endpoint, body) == [], body
+            sent = json.loads(outcome.key.request_content([outcome.encoded]))
+            assert sent == body
