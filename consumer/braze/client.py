@@ -20,7 +20,14 @@ from typing import Protocol
 import httpx
 
 from consumer.braze.answers import TRANSPORT_FAILURE, HoldCause, judge
-from consumer.braze.limits import DEFAULT_REQUESTS_PER_HOUR, MAX_RESPONSE_READ_BYTES
+from consumer.braze.http import (
+    ConnectionPool,
+    HttpSender,
+    HttpTransportError,
+    HttpxSender,
+    proxy_configured,
+)
+from consumer.braze.limits import DEFAULT_REQUESTS_PER_HOUR
 from consumer.braze.ratelimit import RateLimiter
 from consumer.braze.retry import (
     Attempt,
@@ -151,7 +158,7 @@ class BrazeClient:
         )
         self._policy = policy
         self._jitter = jitter or _full_jitter
-        self._http = _make_http_client(config, api_key, transport)
+        self._http: HttpSender = _make_http_client(config, api_key, transport)
 
     def __repr__(self) -> str:
         return (
@@ -313,19 +320,18 @@ class BrazeClient:
     def _post(self, endpoint: Endpoint, content: bytes) -> tuple[int, bytes, bool]:
         if self._closed.is_set():
             raise ClientClosedError("the Braze client is closed")
+        # The key is read per request, so a rotation takes effect without a new client.
+        auth = {"Authorization": f"Bearer {self._secret}"}
         try:
-            # The key is read per request, so a rotation takes effect without a new client.
-            auth = {"Authorization": f"Bearer {self._secret}"}
-            with self._http.stream(
-                "POST", endpoint.value, content=content, headers=auth
-            ) as response:
-                self._limiter.observe(self._clock(), response.status_code, response.headers)
-                body, truncated = _read_bounded(response)
-                return response.status_code, body, truncated
-        except RuntimeError as exc:  # httpx refuses requests on a client closed meanwhile
+            answer = self._http.post(endpoint.value, content, auth)
+        except (HttpTransportError, RuntimeError) as exc:
+            # A closed sender refuses requests (RuntimeError) and close() breaks the connections
+            # of requests in flight: either way the send was interrupted, not failed.
             if self._closed.is_set():
                 raise ClientClosedError("the Braze client is closed") from exc
             raise
+        self._limiter.observe(self._clock(), answer.status, answer.headers)
+        return answer.status, answer.body, answer.truncated
 
     def _wait_for_slot(self) -> float:
         """Sleep until the rate limiter grants a slot; returns the seconds waited."""
@@ -378,9 +384,21 @@ def _check_endpoint(rest_endpoint: str) -> None:
 
 def _make_http_client(
     config: BrazeClientConfig, api_key: str, transport: httpx.BaseTransport | None
-) -> httpx.Client:
+) -> HttpSender:
+    """The stdlib pool (a quarter of httpx's CPU per request), or httpx for a proxy in the
+    environment, a test's transport, or an endpoint the pool does not serve."""
     pool = config.max_in_flight
-    return httpx.Client(
+    if transport is None and not proxy_configured() and ConnectionPool.serves(config.rest_endpoint):
+        return ConnectionPool(
+            config.rest_endpoint,
+            max_connections=pool,
+            connect_timeout_s=config.connect_timeout_s,
+            read_timeout_s=config.read_timeout_s,
+            write_timeout_s=config.write_timeout_s,
+            pool_timeout_s=config.pool_timeout_s,
+            headers={"Content-Type": "application/json"},  # Authorization is set per request
+        )
+    client = httpx.Client(
         base_url=config.rest_endpoint,
         headers={"Content-Type": "application/json"},  # Authorization is set per request
         timeout=httpx.Timeout(
@@ -395,14 +413,20 @@ def _make_http_client(
         follow_redirects=False,  # a redirect means a wrong endpoint: fail, do not resend the body
         transport=transport,
     )
+    return HttpxSender(client)
 
 
 def _transport_failure(exc: httpx.TransportError) -> tuple[str, bool]:
     """(detail, certainly unsent) for a request that got no status."""
-    unsent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout | httpx.ConnectError)
-    if isinstance(exc, httpx.TimeoutException):
-        return f"timeout: {type(exc).__name__}", unsent
-    return f"connection error: {type(exc).__name__}: {exc}", unsent
+    if isinstance(exc, HttpTransportError):  # what both senders raise
+        kind, timeout, unsent = exc.kind, exc.timeout, exc.unsent
+    else:
+        kind = type(exc).__name__
+        timeout = isinstance(exc, httpx.TimeoutException)
+        unsent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout | httpx.ConnectError)
+    if timeout:
+        return f"timeout: {kind}", unsent
+    return f"connection error: {kind}: {exc}", unsent
 
 
 def _retry_reason(attempt: Attempt) -> str:
@@ -426,19 +450,3 @@ def _unsendable(index: int, error: str) -> RecipientResult:
 
 def _full_jitter(ceiling_s: float) -> float:
     return random.uniform(0.0, ceiling_s)  # noqa: S311 - backoff jitter, not cryptography
-
-
-def _read_bounded(response: httpx.Response) -> tuple[bytes, bool]:
-    """Read at most MAX_RESPONSE_READ_BYTES; returns (body, cut short)."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        for chunk in response.iter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_RESPONSE_READ_BYTES:
-                return b"".join(chunks)[:MAX_RESPONSE_READ_BYTES], True
-    except httpx.HTTPError:
-        # The status already arrived and decides the outcome; keep what came of the body.
-        return b"".join(chunks), True
-    return b"".join(chunks), False
