@@ -45,8 +45,10 @@ check-k8s: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
+# Not part of `make test`: the service on the local broker against the emulator, one table
+# (also written to bench/results.md). `make bench BENCH_ARGS=--quick` for a short smoke run.
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

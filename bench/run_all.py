@@ -1,26 +1,19 @@
-"""`make bench`: every benchmark in one run (shared machines are noisy: compare within a run)."""
+"""`make bench`: the benchmark suite (bench/suite) in one run, one table, bench/results.md.
+
+    python bench/run_all.py [--quick] [--events N] [--runs abcde] ...  (python -m bench.suite -h)
+
+The micro-benchmarks run on their own: python bench/rules_eval.py, python -m bench.batcher_bench,
+python -m bench.memory_bound.
+"""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-RUNS = [
-    ["bench/rules_eval.py"],
-    ["-m", "bench.batcher_bench"],
-    ["-m", "bench.service_throughput", "--events", "20000", "--in-flight", "8", "24"],
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
-
-def main() -> int:
-    for args in RUNS:
-        print(f"\n$ python {' '.join(args)}", flush=True)
-        subprocess.run([sys.executable, *args], cwd=REPO, check=True)
-    return 0
-
+from bench.suite.main import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))
