@@ -19,6 +19,7 @@ from typing import Any
 from consumer import logs
 from consumer.batching import Batcher
 from consumer.braze.client import BrazeClient
+from consumer.budget_share import BudgetSplit
 from consumer.clock import Clock, SystemClock
 from consumer.kafka_io import (
     DeadLetterProducer,
@@ -214,6 +215,7 @@ def run_service(
                 VersionedRules(loaded.rules, loaded.rules_version),
                 parts.metrics,
             ),
+            budget=BudgetSplit(parts.client, parts.metrics, settings.braze.requests_per_hour),
         )
     except (KafkaConfigError, OSError) as exc:
         server.stop()

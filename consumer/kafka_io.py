@@ -70,8 +70,17 @@ class KafkaSource:
         )
 
     def consume(self, max_messages: int, timeout_s: float) -> list[RawMessage]:
-        """Up to `max_messages` messages; transient errors are logged, fatal ones raise."""
-        messages = self._consumer.consume(num_messages=max_messages, timeout=timeout_s)
+        """Up to `max_messages` messages, returning as soon as there is one (waiting up to
+        `timeout_s` for it); transient errors are logged, fatal ones raise."""
+        # librdkafka's consume(n, timeout) waits for n messages or the whole timeout: at a low
+        # rate every event would sit out the timeout before its batch clock even started. So:
+        # what is queued now; else wait for one message, then take what queued behind it.
+        consumer = self._consumer
+        messages = consumer.consume(num_messages=max_messages, timeout=0)
+        if not messages and timeout_s > 0:
+            messages = consumer.consume(num_messages=1, timeout=timeout_s)
+            if messages and max_messages > 1:
+                messages.extend(consumer.consume(num_messages=max_messages - 1, timeout=0))
         if self._fatal is not None:
             raise KafkaFatalError(self._fatal)
         out: list[RawMessage] = []
@@ -157,6 +166,21 @@ class KafkaSource:
                 marks[(topic, partition)] = (max(low, 0), high)
         return marks
 
+    def partition_counts(self, topics: Iterable[str], timeout_s: float) -> dict[str, int]:
+        """Each topic's partition count from the cluster's metadata (works inside a rebalance
+        callback); a topic the metadata does not show (yet) is left out, a failure logged."""
+        counts: dict[str, int] = {}
+        for topic in sorted(topics):
+            try:
+                found = self._consumer.list_topics(topic=topic, timeout=timeout_s).topics
+            except KafkaException as exc:
+                log.warning("partition count of %s unknown: %s", topic, _message(exc))
+                continue
+            meta = found.get(topic)
+            if meta is not None and meta.error is None and meta.partitions:
+                counts[topic] = len(meta.partitions)
+        return counts
+
     def close(self) -> None:
         self._consumer.close()
 
@@ -213,16 +237,18 @@ def _tps(parts: list[TopicPartition]) -> list[PartitionKey]:
 
 def _raw(message: Message[bytes, bytes]) -> RawMessage:
     _kind, timestamp = message.timestamp()
-    found = message.headers() or []
-    pairs = found.items() if isinstance(found, dict) else found
-    headers = tuple((name, _bytes(value)) for name, value in pairs)
+    found = message.headers()
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+    if found:
+        pairs = found.items() if isinstance(found, dict) else found
+        headers = tuple((name, _bytes(value)) for name, value in pairs)
     meta = KafkaMeta(
-        topic=message.topic() or "",
-        partition=message.partition() or 0,
-        offset=message.offset() or 0,
-        key=message.key(),
-        timestamp_ms=timestamp if timestamp and timestamp > 0 else None,
-        headers=headers,
+        message.topic() or "",
+        message.partition() or 0,
+        message.offset() or 0,
+        message.key(),
+        timestamp if timestamp and timestamp > 0 else None,
+        headers,
     )
     return RawMessage(meta, message.value())
 

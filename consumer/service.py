@@ -9,6 +9,8 @@ Order of one loop turn (at-least-once reads top to bottom):
   4. consume a chunk of messages and hand each to the pipeline.
 On assignment the commit metadata of the earlier owner is read back, so events it already settled
 are skipped; a cooperative revoke sends and settles only the revoked partitions' batches.
+The member's share of the Braze budget follows the partitions it holds (consumer/budget_share.py):
+lowered before a revoke or loss callback returns, raised on assignment.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from consumer.budget_share import BudgetShare, budget_share
 from consumer.clock import Clock, to_ms
 from consumer.kafka_io import KafkaSource
 from consumer.metrics import Metrics, MetricsServer
@@ -34,6 +37,10 @@ _COMMITTED_TIMEOUT_S = 10.0
 _BUSY_POLL_S = 0.005  # results are waiting: come back for them almost at once
 _IDLE_POLL_S = 0.2
 _PROGRESS_INTERVAL_S = 60.0  # a quiet service still says it is alive
+_METADATA_TIMEOUT_S = 2.0
+# Partition counts are read on every assignment, and this often besides (partitions added to a
+# topic: until then this member's share may be counted over too few).
+_METADATA_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class ConsumerService:
         *,
         clock: Clock,
         watcher: RulesWatcher | None = None,
+        budget: Callable[[BudgetShare], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self._metrics = metrics
@@ -73,6 +81,8 @@ class ConsumerService:
         self._committed: dict[TopicPartition, int] = {}  # what the lag is measured from
         self._watcher = watcher
         self._topics: frozenset[str] = frozenset()
+        self._budget = budget  # takes this member's share of the Braze budget
+        self._partition_counts: dict[str, int] = {}
         self._source = source_factory(self)
 
     def stop(self) -> None:
@@ -88,6 +98,8 @@ class ConsumerService:
         beyond = sum(end - start for ranges in inherited.values() for start, end in ranges)
         log.info("assigned %s (%d offsets already settled beyond the commits)", _fmt(tps), beyond)
         self._assigned.update(tps)
+        self._refresh_partition_counts()
+        self._apply_budget_share()
         self.pipeline.assign(tps, inherited)
         if self._paused:
             self._source.pause(tps)
@@ -95,11 +107,14 @@ class ConsumerService:
     def on_revoke(self, tps: list[TopicPartition]) -> None:
         log.info("revoking %s", _fmt(tps))
         timeout_s = 0.0 if self._closing else self._settings.revoke_timeout_s
-        commits = self.pipeline.revoke(tps, timeout_s)
-        commits = {tp: c for tp, c in commits.items() if tp in self._assigned}
-        if commits and self._source.commit(commits, asynchronous=False):
-            self._metrics.committed(len(commits))
-        self._forget(tps)
+        try:
+            # The revoked partitions' batches go out at the share that still includes them.
+            commits = self.pipeline.revoke(tps, timeout_s)
+            commits = {tp: c for tp, c in commits.items() if tp in self._assigned}
+            if commits and self._source.commit(commits, asynchronous=False):
+                self._metrics.committed(len(commits))
+        finally:
+            self._forget(tps)  # lowers the share before the next owner can be assigned them
 
     def on_lost(self, tps: list[TopicPartition]) -> None:
         log.warning("partitions lost (no commit possible): %s", _fmt(tps))
@@ -107,10 +122,23 @@ class ConsumerService:
         self._forget(tps)
 
     def _forget(self, tps: list[TopicPartition]) -> None:
-        self._metrics.forget_partitions(tps)
         self._assigned.difference_update(tps)
+        self._apply_budget_share()
+        self._metrics.forget_partitions(tps)
         for tp in tps:
             self._committed.pop(tp, None)
+
+    def _refresh_partition_counts(self) -> None:
+        """The subscribed topics' partition counts; a topic the metadata misses keeps its last."""
+        topics = self._topics | {topic for topic, _ in self._assigned}
+        counts = self._source.partition_counts(topics, _METADATA_TIMEOUT_S)
+        self._partition_counts = {
+            topic: counts.get(topic, self._partition_counts.get(topic, 0)) for topic in topics
+        }
+
+    def _apply_budget_share(self) -> None:
+        if self._budget is not None:
+            self._budget(budget_share(self._assigned, self._partition_counts))
 
     def _set_ready(self, ready: bool) -> None:
         # Ready means "in the group and looping", not "holds partitions": replicas beyond the
@@ -123,7 +151,8 @@ class ConsumerService:
     def run(self, topics: frozenset[str]) -> int:
         self._topics = topics
         self._source.subscribe(topics)
-        last_lag_s = last_progress_s = self._clock.monotonic_s()
+        self._apply_budget_share()  # nothing held yet: nothing to send
+        last_lag_s = last_progress_s = last_metadata_s = self._clock.monotonic_s()
         idle_since: float | None = None
         try:
             while not self._stop.is_set():
@@ -136,6 +165,10 @@ class ConsumerService:
                 if now_s - last_progress_s >= _PROGRESS_INTERVAL_S:
                     self._log_progress()
                     last_progress_s = now_s
+                if now_s - last_metadata_s >= _METADATA_INTERVAL_S:
+                    self._refresh_partition_counts()
+                    self._apply_budget_share()
+                    last_metadata_s = now_s
                 self._reload_rules(now_s)
                 idle_since = self._idle_check(consumed, idle_since, now_s)
             return self._drain()
@@ -248,6 +281,8 @@ class ConsumerService:
             )
             self._topics = loaded.table.topics
             self._source.subscribe(self._topics)
+            self._refresh_partition_counts()
+            self._apply_budget_share()
 
     def publish_gauges(self) -> None:
         """Gauges and the liveness heartbeat; also called during long waits (drain, revoke)."""

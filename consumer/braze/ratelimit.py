@@ -1,16 +1,21 @@
 """Stage 4 (send): when the next Braze request may start, pure and thread-safe, clock passed in.
 
 Two limits combine and the stricter wins:
-- the configured budget (`requests_per_hour`) as a token bucket with a small burst;
+- this process's budget (`requests_per_hour`) as a token bucket with a small burst;
 - what Braze reports on every response (`X-RateLimit-Remaining`, `X-RateLimit-Reset` in epoch
   seconds, braze-api.md section 5): at zero (or after a 429) nothing starts before the reset, and
   when what is left would run out before the reset at our budget, requests are spread so that it
   lasts until the reset.
-The limiter never sleeps: `acquire` grants a slot (returns 0) or says how long to wait first.
+The headers describe the whole workspace, which several processes share: `set_rate` gives this
+one its part of the budget (`share`, e.g. the consumer group's partitions it holds), and it plans
+on that share of what Braze says is left. A hold (Remaining 0, or a 429) stops it whatever its
+share. The limiter never sleeps: `acquire` grants a slot (returns 0) or says how long to wait
+first.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Mapping
@@ -26,6 +31,9 @@ _EPOCH = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,9})?")
 _EPSILON_S = 1e-9
 # A clock reading further back than this is a wall-clock step, not threads racing to the lock.
 _CLOCK_STEP_S = 1.0
+# A token wait is at most this long, so that a rate raised meanwhile (or a share of zero raised
+# by a rebalance) takes effect within it: the caller simply asks again.
+_MAX_TOKEN_WAIT_S = 1.0
 # After a spent window resets, one request probes the new one and the others wait for its answer
 # (without that, every waiting thread starts at the reset and most get 429 again); if no answer
 # comes within this long, another request may probe.
@@ -75,10 +83,10 @@ class RateLimiter:
     ) -> None:
         if requests_per_hour < 1:
             raise ValueError("requests_per_hour must be at least 1")
+        self._burst = burst
         self._rate_per_s = requests_per_hour / 3600.0
-        # A burst of about two seconds' worth lets a few threads start together without ever
-        # spending more than the hourly budget over any long stretch.
-        self._capacity = burst if burst is not None else max(1.0, self._rate_per_s * 2)
+        self._capacity = self._capacity_at(self._rate_per_s)
+        self._share = 1.0  # of the workspace's reported remainder that this process plans on
         self._max_server_wait_s = max_server_wait_s
         self._lock = threading.Lock()
         self._tokens = self._capacity
@@ -87,6 +95,34 @@ class RateLimiter:
         self._last_grant_s: float | None = None
         self._probe_pending = False  # a spent window has reset: the next grant is a probe
         self._probe_hold_until_s: float | None = None  # others wait for the probe's answer
+
+    def set_rate(self, requests_per_hour: float, now_s: float, *, share: float = 1.0) -> None:
+        """From now on allow `requests_per_hour` (0: nothing starts) and plan on `share` (0..1)
+        of the workspace's reported remainder. Tokens saved at the old rate are kept only up to
+        the new burst, so a shrinking share cannot spend an old burst."""
+        if not (math.isfinite(requests_per_hour) and requests_per_hour >= 0):
+            raise ValueError(f"requests_per_hour must be >= 0, not {requests_per_hour!r}")
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"share must be within 0..1, not {share!r}")
+        with self._lock:
+            self._refill(now_s)  # what accrued until now, at the old rate
+            self._rate_per_s = requests_per_hour / 3600.0
+            self._capacity = self._capacity_at(self._rate_per_s)
+            self._tokens = min(self._tokens, self._capacity)
+            self._share = share
+
+    @property
+    def requests_per_hour(self) -> float:
+        """The rate in force."""
+        with self._lock:
+            return self._rate_per_s * 3600.0
+
+    def _capacity_at(self, rate_per_s: float) -> float:
+        # A burst of about two seconds' worth lets a few threads start together without ever
+        # spending more than the hourly budget over any long stretch; no rate, no burst.
+        if rate_per_s <= 0:
+            return 0.0
+        return self._burst if self._burst is not None else max(1.0, rate_per_s * 2)
 
     def acquire(self, now_s: float) -> float:
         """Take a slot and return 0.0, or return the seconds to wait before asking again."""
@@ -165,7 +201,11 @@ class RateLimiter:
 
     def _token_wait_s(self) -> float:
         missing = 1.0 - self._tokens
-        return missing / self._rate_per_s if missing > 0 else 0.0
+        if missing <= 0:
+            return 0.0
+        if self._rate_per_s <= 0:
+            return _MAX_TOKEN_WAIT_S  # no budget (no partitions): ask again later
+        return min(missing / self._rate_per_s, _MAX_TOKEN_WAIT_S)
 
     def _server_wait_s(self, now_s: float) -> float:
         window = self._window
@@ -174,7 +214,12 @@ class RateLimiter:
         if window.remaining <= 0:
             return window.until_s - now_s
         left_s = window.until_s - now_s
-        if window.remaining / left_s >= self._rate_per_s or self._last_grant_s is None:
+        # The remainder is the whole workspace's: plan on our share of it, as the others do.
+        mine = window.remaining * self._share
+        if mine / left_s >= self._rate_per_s or self._last_grant_s is None:
             return 0.0  # plenty left: our own budget is the stricter limit
-        interval_s = left_s / window.remaining
-        return max(0.0, self._last_grant_s + interval_s - now_s)
+        if mine <= 0:
+            return left_s
+        interval_s = left_s / mine
+        # Never past the window's end: then the next window's figures apply.
+        return min(left_s, max(0.0, self._last_grant_s + interval_s - now_s))

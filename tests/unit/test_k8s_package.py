@@ -335,7 +335,8 @@ def test_overlay_pulls_a_pinned_image_from_a_registry(overlay: Build) -> None:
 
 
 def test_overlay_sets_replicas_budget_and_resources(overlay: Build) -> None:
-    # The budget share is stated, never the default (the whole 250000 for one replica).
+    # The deployment's budget is stated, never left to the default (the workspace's whole
+    # 250000, which other senders may share).
     assert "requests_per_hour" in yaml.safe_load(overlay.settings_text)["braze"]
     assert "replicas" in overlay.deployment["spec"]
     assert overlay.container["resources"]["requests"]
