@@ -41,11 +41,15 @@ class _Message:
     seq: int  # its place in its partition's `waiting` order: neighbours differ by one
     size_bytes: int = 0  # of the message, while it is unsettled (memory accounting)
     timestamp_ms: int | None = None  # its Kafka timestamp: how old the oldest unsettled event is
+    # Whether its tail holds offsets an earlier owner settled (they must not be processed again);
+    # otherwise the tail is events that had nothing to do, which may be processed again or not.
+    tail_matters: bool = False
 
     @property
     def notable(self) -> bool:
-        """Whether it adds to the settled ranges: settled itself, or followed by a settled run."""
-        return self.pending == 0 or self.tail_offset > self.offset
+        """Whether it adds to the settled ranges: settled itself, or followed by offsets an
+        earlier owner settled."""
+        return self.pending == 0 or (self.tail_matters and self.tail_offset > self.offset)
 
 
 # What a commit says: the offset, and the settled ranges above it.
@@ -107,9 +111,16 @@ class OffsetTracker:
         pending: int,
         size_bytes: int = 0,
         timestamp_ms: int | None = None,
+        *,
+        settled_before: bool = False,
     ) -> None:
-        """Records a consumed message with `pending` unsettled intents (0: already settled);
-        `size_bytes` counts in `unsettled_bytes()` until it settles.
+        """Records a consumed message with `pending` unsettled intents (0: nothing to do, or
+        `settled_before` by an earlier owner); `size_bytes` counts in `unsettled_bytes()` until
+        it settles.
+
+        The commit's settled ranges must cover every offset whose work is done (sent or dead-
+        lettered, here or by an earlier owner); an offset that had nothing to do may be covered
+        or not, whichever makes fewer ranges: processing it again does nothing.
 
         Offsets must increase per partition but need not be contiguous (compaction, transaction
         markers). Raises ValueError otherwise, or for a negative `pending`.
@@ -127,7 +138,9 @@ class OffsetTracker:
             if part.waiting:
                 last = part.waiting[-1]
                 last.tail_offset = offset
-                _note(part, last)
+                if settled_before:
+                    last.tail_matters = True
+                    _note(part, last)
             else:
                 part.position = offset + 1
             return
@@ -180,6 +193,11 @@ class OffsetTracker:
                 commits[tp] = Commit(offset=offset, metadata=encode(offset, ranges))
         self._changed.clear()
         return commits
+
+    @property
+    def changed(self) -> bool:
+        """Whether any partition was touched since the last `take_commits`."""
+        return bool(self._changed)
 
     def settled_beyond(self, tp: TopicPartition) -> SettledRanges:
         """Settled offsets at or above the position: tracked ones that settled out of order, and
@@ -281,20 +299,23 @@ def _release_prefix(part: _Partition) -> None:
 
 
 def _tracked_ranges(part: _Partition) -> list[tuple[int, int]]:
-    """Settled tracked offsets behind the first unsettled one, as merged half-open ranges.
+    """Offsets behind the first unsettled one whose work is done, as merged half-open ranges.
 
-    Only notable messages add offsets; between two that are not neighbours in `waiting` lies an
-    unsettled message with nothing settled behind it, which splits the ranges. An unsettled
-    message followed by a settled run starts a range after itself; a settled neighbour extends it.
+    Only notable messages add offsets. Between two that are not neighbours in `waiting` lies an
+    unsettled message, which splits the ranges. An unsettled message followed by offsets an
+    earlier owner settled starts a range after itself; a settled message starts one or extends
+    its settled (or tail-settled) neighbour's, over whatever lies between (all of it settled).
+    A tail of events that had nothing to do is left out unless it joins two ranges: so a busy
+    topic whose few matching events are in flight commits few ranges, not one per event.
     """
     ranges: list[tuple[int, int]] = []
     previous = -2
     notable = part.notable
     for seq in part.notable_seqs:
         message = notable[seq]
-        end = message.tail_offset + 1
+        end = message.tail_offset + 1 if message.tail_matters else message.offset + 1
         if message.pending:
-            ranges.append((message.offset + 1, end))
+            ranges.append((message.offset + 1, end))  # notable: its tail matters
         elif seq == previous + 1 and ranges:
             ranges[-1] = (ranges[-1][0], end)
         else:

@@ -187,6 +187,11 @@ class Pipeline:
     def take_commits(self) -> dict[TopicPartition, Commit]:
         return self._tracker.take_commits()
 
+    @property
+    def commits_waiting(self) -> bool:
+        """Whether some partition changed since `take_commits` (a commit may be due)."""
+        return self._tracker.changed
+
     def use_rules(self, rules: RulesTable, version: str) -> None:
         """Swap the rules table between two events; intents already made go on as they are."""
         self.rules = rules
@@ -270,7 +275,7 @@ class Pipeline:
             tp, offset = position
         tracker = self._tracker
         if tracker.already_settled(tp, offset):
-            tracker.track(tp, offset, 0)
+            tracker.track(tp, offset, 0, settled_before=True)
             stats.already_settled += 1
             self._metrics.already_settled(meta.topic)
             return

@@ -34,6 +34,13 @@ log = logging.getLogger(__name__)
 _CONSUME_BATCH = 500
 _LAG_INTERVAL_S = 5.0
 _COMMITTED_TIMEOUT_S = 10.0
+# At most one commit per this long, and per 20 times what the last commit took (a commit encodes
+# the settled ranges of every partition that changed: with thousands of events in flight it is a
+# real cost), but always one per 250 ms: what a crash can re-send beyond the requests in flight
+# is what settled since the last commit.
+_MIN_COMMIT_GAP_S = 0.02
+_COMMIT_COST_FACTOR = 20
+_MAX_COMMIT_GAP_S = 0.25
 _BUSY_POLL_S = 0.005  # results are waiting: come back for them almost at once
 _IDLE_POLL_S = 0.2
 _PROGRESS_INTERVAL_S = 60.0  # a quiet service still says it is alive
@@ -78,6 +85,7 @@ class ConsumerService:
         self._paused = False
         self._closing = False
         self._last_commit_s = 0.0
+        self._commit_cost_gap_s = 0.0
         self._committed: dict[TopicPartition, int] = {}  # what the lag is measured from
         self._watcher = watcher
         self._topics: frozenset[str] = frozenset()
@@ -190,11 +198,19 @@ class ConsumerService:
         self.publish_gauges()
         return len(messages)
 
+    def _commit_gap_s(self) -> float:
+        """At most one commit per `_MIN_COMMIT_GAP_S` even at `commit_interval_s: 0` (under load a
+        loop turn lasts a few milliseconds), and fewer when commits grow costly."""
+        return max(self._settings.commit_interval_s, _MIN_COMMIT_GAP_S, self._commit_cost_gap_s)
+
     def _poll_timeout_s(self) -> float:
-        """Short while requests are in flight or a batch is waiting, so results settle promptly
-        (a settled result is committed in the same turn)."""
+        """Short while requests are in flight or a batch is waiting, so results settle promptly,
+        and no longer than the next commit when settled work waits for one."""
         if self.pipeline.busy:
             return _BUSY_POLL_S
+        if self.pipeline.commits_waiting:
+            gap_s = self._commit_gap_s() - (self._clock.monotonic_s() - self._last_commit_s)
+            return min(_IDLE_POLL_S, max(0.0, gap_s))
         due_ms = self.pipeline.next_due_ms()
         if due_ms is None:
             return _IDLE_POLL_S
@@ -223,9 +239,11 @@ class ConsumerService:
         self._metrics.set_paused_partitions(len(self._assigned) if self._paused else 0)
 
     def _commit_due(self, now_s: float) -> None:
-        if now_s - self._last_commit_s >= self._settings.commit_interval_s:
+        if now_s - self._last_commit_s >= self._commit_gap_s():
             self._commit(asynchronous=True)
             self._last_commit_s = now_s
+            spent_s = self._clock.monotonic_s() - now_s
+            self._commit_cost_gap_s = min(_MAX_COMMIT_GAP_S, spent_s * _COMMIT_COST_FACTOR)
 
     def _commit(self, *, asynchronous: bool) -> None:
         commits = self.pipeline.take_commits()
