@@ -273,6 +273,14 @@ class BrazeClient:
 
     def _attempt(self, endpoint: Endpoint, content: bytes, recipients: int) -> Attempt:
         rate_wait_s = self._wait_for_slot()
+        try:
+            return self._granted_attempt(endpoint, content, recipients, rate_wait_s)
+        finally:
+            self._limiter.finished()
+
+    def _granted_attempt(
+        self, endpoint: Endpoint, content: bytes, recipients: int, rate_wait_s: float
+    ) -> Attempt:
         started_s = self._monotonic()
         try:
             with self._slots:

@@ -70,9 +70,13 @@ def _match(pattern: re.Pattern[str], raw: str | None) -> str | None:
 class _Window:
     """The server's view of the current rate-limit window, as last reported (minus our grants)."""
 
-    remaining: int
+    remaining: int  # what Braze said is left, minus our requests it had not counted yet
     reported_reset_s: float  # as Braze sent it; identifies the window
     until_s: float  # the reset, capped by max_server_wait_s: when we stop obeying this window
+    # Of those uncounted requests, how many were already on their way when it answered: spent,
+    # but not needing time of their own, so the pace is planned without them.
+    on_the_way: int = 0
+    spent: bool = False  # Braze itself said nothing is left (a 429, or Remaining 0)
 
 
 class RateLimiter:
@@ -90,6 +94,12 @@ class RateLimiter:
         self._max_server_wait_s = max_server_wait_s
         self._lock = threading.Lock()
         self._tokens = self._capacity
+        # Tickets of the requests granted and not answered yet, in grant order. Those granted
+        # after a request reached Braze after it: what its answer says is left is less by them.
+        # The ticket of a thread's request is kept per thread, between acquire and finished.
+        self._unanswered: set[int] = set()
+        self._next_ticket = 0
+        self._local = threading.local()
         self._refilled_at_s: float | None = None
         self._window: _Window | None = None
         self._last_grant_s: float | None = None
@@ -137,6 +147,9 @@ class RateLimiter:
             if self._probe_pending:
                 self._probe_hold_until_s = now_s + _PROBE_TIMEOUT_S
             self._tokens -= 1.0
+            self._unanswered.add(self._next_ticket)
+            self._local.ticket = self._next_ticket
+            self._next_ticket += 1
             self._last_grant_s = (
                 now_s if self._last_grant_s is None else max(self._last_grant_s, now_s)
             )
@@ -145,11 +158,27 @@ class RateLimiter:
                 self._window = replace(self._window, remaining=self._window.remaining - 1)
             return 0.0
 
+    def finished(self) -> None:
+        """The request this thread was granted is over (answered, failed or abandoned): it no
+        longer counts as unanswered. Call it after `observe` for an answered one."""
+        ticket = getattr(self._local, "ticket", None)
+        self._local.ticket = None
+        with self._lock:
+            self._unanswered.discard(ticket)
+
     def observe(self, now_s: float, status: int | None, headers: Mapping[str, str]) -> None:
-        """Learn from a response's status and headers (a 429 means nothing is left)."""
+        """Learn from a response's status and headers (a 429 means nothing is left).
+
+        The requests granted after this thread's and not answered yet reached Braze after it:
+        what it says is left is planned on without them (else, near the end of a window, the
+        requests in flight would all overspend it and come back 429)."""
         with self._lock:
             self._probe_pending = False  # any answer ends a probe: the headers say what is left
             self._probe_hold_until_s = None
+            ticket = getattr(self._local, "ticket", None)
+            in_flight = 0
+            if ticket is not None:
+                in_flight = sum(1 for other in self._unanswered if other > ticket)
         quota = parse_quota(headers)
         reset_s = quota.reset_epoch_s
         if reset_s is None or reset_s <= now_s:
@@ -157,6 +186,9 @@ class RateLimiter:
         remaining = 0 if status == 429 else quota.remaining
         if remaining is None:
             return
+        spent = remaining <= 0
+        on_the_way = min(in_flight, remaining)
+        remaining -= on_the_way
         until_s = min(reset_s, now_s + self._max_server_wait_s)
         with self._lock:
             self._expire_window(now_s)
@@ -165,11 +197,13 @@ class RateLimiter:
                 return  # never shorten a hold: a late answer must not release requests early
             if current is not None and reset_s == current.reported_reset_s:
                 # Same window: answers arrive out of order, the smallest remainder is the newest.
-                remaining = min(remaining, current.remaining)
+                if current.remaining < remaining:
+                    remaining, on_the_way = current.remaining, current.on_the_way
+                spent = spent or current.spent
             # Otherwise the newest answer wins. An answer from a past window has a past reset
             # and was dropped above; an earlier future reset is a tighter window (a per-second
             # limit, say) and must be obeyed.
-            self._window = _Window(remaining, reset_s, until_s)
+            self._window = _Window(remaining, reset_s, until_s, on_the_way, spent)
 
     def server_wait_s(self, now_s: float) -> float:
         """Seconds until Braze allows the next request (0 when it has not said to wait)."""
@@ -190,7 +224,9 @@ class RateLimiter:
 
     def _expire_window(self, now_s: float) -> None:
         if self._window is not None and now_s >= self._window.until_s:
-            self._probe_pending = self._window.remaining <= 0
+            # Only a window Braze said was spent: then every waiting request would start at the
+            # reset. One our own count used up ends with requests it has not refused.
+            self._probe_pending = self._window.spent
             self._window = None
 
     def _probe_wait_s(self, now_s: float) -> float:
@@ -215,7 +251,7 @@ class RateLimiter:
             return window.until_s - now_s
         left_s = window.until_s - now_s
         # The remainder is the whole workspace's: plan on our share of it, as the others do.
-        mine = window.remaining * self._share
+        mine = (window.remaining + window.on_the_way) * self._share
         if mine / left_s >= self._rate_per_s or self._last_grant_s is None:
             return 0.0  # plenty left: our own budget is the stricter limit
         if mine <= 0:

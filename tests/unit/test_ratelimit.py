@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 import pytest
 
 from consumer.braze.ratelimit import RateLimiter, ServerQuota, parse_quota
+
+T = TypeVar("T")
 
 T0 = 1_700_000_000.0
 
@@ -260,3 +265,49 @@ def test_threads_sharing_the_limiter_never_exceed_its_slots() -> None:
         thread.join()
     # Burst of 20 plus 10/s over 4 s: never more, however the threads interleave.
     assert 20 + 10 * 3 <= len(granted) <= 20 + 10 * 4 + 1
+
+
+def _in_thread(action: Callable[[], T]) -> T:
+    """Run `action` on a thread of its own (the limiter keeps each request's ticket per thread)."""
+    out: list[T] = []
+    thread = threading.Thread(target=lambda: out.append(action()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def test_requests_granted_after_an_answered_one_are_planned_as_spent() -> None:
+    """Ten requests are on their way when the first is answered: Braze counted it but not them,
+    so of the 12 it says are left only 2 more may start before the reset (a per-second window
+    overspent by the requests in flight comes back 429)."""
+    limiter = RateLimiter(3_600_000, max_server_wait_s=3600, burst=100)
+    reset = {"X-RateLimit-Reset": str(T0 + 1)}
+    first = threading.Event()
+    answered = threading.Event()
+
+    def first_request() -> None:
+        assert limiter.acquire(T0) == 0.0
+        first.set()
+        answered.wait(5)
+        limiter.observe(T0 + 0.15, 201, {"X-RateLimit-Remaining": "12", **reset})
+        limiter.finished()
+
+    thread = threading.Thread(target=first_request)
+    thread.start()
+    first.wait(5)
+    for _ in range(10):  # granted after it, still on their way (never answered here)
+        assert _in_thread(lambda: limiter.acquire(T0 + 0.1)) == 0.0
+    answered.set()
+    thread.join()
+    grants = [_in_thread(partial(limiter.acquire, t)) for t in (T0 + 0.2, T0 + 0.9, T0 + 0.95)]
+    assert grants[:2] == [0.0, 0.0]
+    assert grants[2] == pytest.approx(0.05)  # held until the reset
+
+
+def test_a_window_our_own_count_used_up_is_not_probed_after_the_reset() -> None:
+    """Only a window Braze said was spent makes the requests after its reset wait for a probe."""
+    limiter = RateLimiter(3_600_000, max_server_wait_s=3600, burst=100)
+    limiter.observe(T0, 201, {"X-RateLimit-Remaining": "1", "X-RateLimit-Reset": str(T0 + 1)})
+    assert limiter.acquire(T0) == 0.0
+    assert limiter.acquire(T0 + 0.5) == pytest.approx(0.5)  # our count: nothing left
+    assert [limiter.acquire(T0 + 1) for _ in range(3)] == [0.0, 0.0, 0.0]
