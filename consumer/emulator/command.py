@@ -1,4 +1,5 @@
-"""`braze-consumer emulator`: run the local Braze REST emulator until SIGTERM or SIGINT."""
+"""`braze-consumer emulator` (or `python -m consumer.emulator`): run the local Braze REST emulator
+until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -13,16 +14,28 @@ from typing import Any
 from consumer.emulator.budget import BRAZE_REQUESTS_PER_HOUR
 from consumer.emulator.server import start_emulator
 
+DESCRIPTION = (
+    "Serve the Braze API-triggered send and schedule endpoints with validation, "
+    "X-RateLimit-* headers and 429s, plus a control API under /_emulator/."
+)
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "emulator",
-        help="run a strict local Braze REST emulator",
-        description=(
-            "Serve the Braze API-triggered send and schedule endpoints with validation, "
-            "X-RateLimit-* headers and 429s, plus a control API under /_emulator/."
-        ),
+        "emulator", help="run a strict local Braze REST emulator", description=DESCRIPTION
     )
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m consumer.emulator [options]`: the same as `braze-consumer emulator [options]`."""
+    parser = argparse.ArgumentParser(prog="python -m consumer.emulator", description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback)")
     parser.add_argument(
@@ -35,7 +48,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--requests-per-hour", type=_positive, default=BRAZE_REQUESTS_PER_HOUR)
     parser.add_argument("--requests-per-second", type=_positive, default=None)
     parser.add_argument("--seed", type=int, default=None, help="seed for injected faults")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,30 +2,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from consumer.emulator.budget import BRAZE_REQUESTS_PER_HOUR
-from consumer.emulator.faults import DEFAULT_ERROR_STATUSES
+from consumer.emulator.faults import FaultSettings
 from consumer.emulator.wire import (
-    AnswerOverrideSettings,
+    NULL_TURNS_OFF,
     ApiKeys,
     BudgetSettings,
     BudgetView,
     ErrorView,
-    FaultsUpdate,
-    FaultsView,
     RecordedRequestView,
     RequestsPage,
     StatsView,
+    faults_view,
 )
 
 _M = TypeVar("_M", bound=BaseModel)
-_T = TypeVar("_T")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_S = TypeVar("_S")
+
+
+def _keywords_of(
+    model: Callable[_P, object],
+) -> Callable[[Callable[Concatenate[_S, ...], _R]], Callable[Concatenate[_S, _P], _R]]:
+    """Give a `**changes` method the keywords of `model`, so they are declared once, in it.
+
+    mypy (with the pydantic plugin) then refuses an unknown keyword; it types each value Any, as
+    the values are checked at run time. help() and IDEs see the keywords through __signature__.
+    """
+
+    def wrap(method: Callable[Concatenate[_S, ...], _R]) -> Callable[Concatenate[_S, _P], _R]:
+        keywords = inspect.signature(model).parameters.values()
+        parameters = [
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY),
+            *(
+                keyword.replace(default=None, annotation=inspect.Parameter.empty)
+                for keyword in keywords
+            ),
+        ]
+        method.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        return method
+
+    return wrap
 
 
 class EmulatorControlError(Exception):
@@ -67,63 +94,39 @@ class EmulatorControl:
         """Clear the record, the faults and the budget counters (keys and limits stay)."""
         self._send("POST", "reset")
 
-    def faults(self) -> FaultsView:
-        return self._call("GET", "faults", FaultsView)
+    def faults(self) -> FaultSettings:
+        return faults_view(self._send("GET", "faults"))
 
-    def set_faults(
-        self,
-        *,
-        latency_ms: int | tuple[int, int] | None = None,
-        status_sequence: Sequence[int] | None = None,
-        error_share: float | None = None,
-        error_statuses: Sequence[int] | None = None,
-        drop_next: int | None = None,
-        drop_share: float | None = None,
-        reject_external_user_ids: Iterable[str] | None = None,
-        paused_canvas_ids: Iterable[str] | None = None,
-        archived_canvas_ids: Iterable[str] | None = None,
-        invalid_target_ids: Iterable[str] | None = None,
-        answer_override: AnswerOverrideSettings | Literal[False] | None = None,
-        seed: int | None = None,
-    ) -> FaultsView:
-        """Change the faults given (None leaves one as it is); returns the faults now in force.
+    @_keywords_of(FaultSettings)
+    def set_faults(self, **changes: Any) -> FaultSettings:
+        """Change the faults given; returns the faults now in force.
 
-        `answer_override=False` turns the override off (None, as everywhere, leaves it alone).
+        The keywords are the fields of `FaultSettings` (its field docs say what each does), in
+        their wire forms too (`latency_ms=20`, lists for sets). The emulator checks the values: a
+        bad one raises EmulatorControlError (400). None leaves a fault as it is; False turns off a
+        fault that is off by default as None (`answer_override=False`), as null does on the wire.
         """
-        update = FaultsUpdate(
-            latency_ms=latency_ms,
-            status_sequence=_list(status_sequence),
-            error_share=error_share,
-            error_statuses=_list(error_statuses),
-            drop_next=drop_next,
-            drop_share=drop_share,
-            reject_external_user_ids=_list(reject_external_user_ids),
-            paused_canvas_ids=_list(paused_canvas_ids),
-            archived_canvas_ids=_list(archived_canvas_ids),
-            invalid_target_ids=_list(invalid_target_ids),
-            answer_override=None if answer_override is False else answer_override,
-            seed=seed,
-        )
-        payload = update.model_dump(exclude_none=True)
-        if answer_override is False:
-            payload["answer_override"] = None  # null on the wire turns it off
-        return self._call("POST", "faults", FaultsView, json=payload)
+        unknown = sorted(set(changes) - FaultSettings.model_fields.keys())
+        if unknown:
+            raise TypeError(
+                f"set_faults() got unknown fault(s) {', '.join(unknown)};"
+                f" the faults are {', '.join(FaultSettings.model_fields)}"
+            )
+        payload: dict[str, object] = {}
+        for name, value in changes.items():
+            if value is False and name in NULL_TURNS_OFF:
+                payload[name] = None
+            elif value is not None:
+                payload[name] = to_jsonable_python(value)
+        return self._set_faults(payload)
 
-    def clear_faults(self) -> FaultsView:
-        """Every fault off (the record and the budget are left alone)."""
-        return self.set_faults(
-            latency_ms=0,
-            status_sequence=(),
-            error_share=0.0,
-            error_statuses=DEFAULT_ERROR_STATUSES,
-            drop_next=0,
-            drop_share=0.0,
-            reject_external_user_ids=(),
-            paused_canvas_ids=(),
-            archived_canvas_ids=(),
-            invalid_target_ids=(),
-            answer_override=False,
-        )
+    def reseed(self, seed: int) -> FaultSettings:
+        """Restart the RNG behind error_share, drop_share and latency ranges with `seed`."""
+        return self._set_faults({"seed": seed})
+
+    def clear_faults(self) -> FaultSettings:
+        """Every fault off, i.e. at its default (the record and the budget are left alone)."""
+        return self._set_faults(FaultSettings().model_dump(mode="json"))
 
     def budget(self) -> BudgetView:
         return self._call("GET", "budget", BudgetView)
@@ -152,6 +155,9 @@ class EmulatorControl:
     ) -> None:
         self.close()
 
+    def _set_faults(self, payload: dict[str, object]) -> FaultSettings:
+        return faults_view(self._send("POST", "faults", json=payload))
+
     def _call(
         self,
         method: str,
@@ -174,7 +180,3 @@ class EmulatorControl:
                 error = ErrorView(message=response.text[:200], errors=[])
             raise EmulatorControlError(response.status_code, error.message, error.errors)
         return response.content
-
-
-def _list(values: Iterable[_T] | None) -> list[_T] | None:
-    return None if values is None else list(values)

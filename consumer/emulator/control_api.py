@@ -7,27 +7,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
 from consumer.emulator.budget import BudgetLimits
-from consumer.emulator.faults import AnswerOverride, FaultSettings
+from consumer.emulator.faults import FaultSettings
 from consumer.emulator.record import RecordedRequest
 from consumer.emulator.state import EmulatorState, Reply
 from consumer.emulator.wire import (
-    AnswerOverrideSettings,
-    AnswerOverrideView,
     ApiKeys,
     BudgetSettings,
     BudgetView,
-    FaultsUpdate,
-    FaultsView,
     RecordedRequestView,
     RequestsPage,
     StatsView,
+    parse_faults_update,
 )
 from consumer.json_types import JSONObject
 
@@ -47,9 +43,12 @@ def handle_control(state: EmulatorState, method: str, path: str, query: str, bod
     try:
         answer = route(state, query, body)
     except ValidationError as error:
-        messages = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors()]
+        messages = [
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in error.errors()
+        ]
         return _error(400, "Invalid control request", messages)
-    except ValueError as error:  # a value pydantic accepted but the fault settings refuse
+    except ValueError as error:  # a bad query (since, limit)
         return _error(400, "Invalid control request", [str(error)])
     body_out = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
     return Reply(200, body_out)
@@ -83,63 +82,13 @@ def _reset(state: EmulatorState, _query: str, _body: bytes) -> JSONObject:
     return {"message": "reset"}
 
 
-def _get_faults(state: EmulatorState, _query: str, _body: bytes) -> FaultsView:
-    settings = state.faults()
-    return FaultsView(
-        latency_ms=settings.latency_ms,
-        status_sequence=list(settings.status_sequence),
-        error_share=settings.error_share,
-        error_statuses=list(settings.error_statuses),
-        drop_next=settings.drop_next,
-        drop_share=settings.drop_share,
-        reject_external_user_ids=sorted(settings.reject_external_user_ids),
-        paused_canvas_ids=sorted(settings.paused_canvas_ids),
-        archived_canvas_ids=sorted(settings.archived_canvas_ids),
-        invalid_target_ids=sorted(settings.invalid_target_ids),
-        answer_override=_override_view(settings.answer_override),
-    )
+def _get_faults(state: EmulatorState, _query: str, _body: bytes) -> FaultSettings:
+    return state.faults()  # its JSON dump is the view
 
 
-def _override_view(override: AnswerOverride | None) -> AnswerOverrideView | None:
-    if override is None:
-        return None
-    return AnswerOverrideView(
-        status=override.status, body=override.body, content_type=override.content_type
-    )
-
-
-def _set_faults(state: EmulatorState, query: str, body: bytes) -> FaultsView:
-    update = FaultsUpdate.model_validate_json(body or b"{}")
-    state.update_faults(lambda current: _merged(current, update), seed=update.seed)
-    return _get_faults(state, query, body)
-
-
-def _merged(current: FaultSettings, update: FaultsUpdate) -> FaultSettings:
-    changes = update.model_dump(exclude_none=True, exclude={"seed", "answer_override"})
-    if isinstance(update.latency_ms, int):
-        changes["latency_ms"] = (update.latency_ms, update.latency_ms)
-    for name in ("status_sequence", "error_statuses"):
-        if name in changes:
-            changes[name] = tuple(changes[name])
-    for name in (
-        "reject_external_user_ids",
-        "paused_canvas_ids",
-        "archived_canvas_ids",
-        "invalid_target_ids",
-    ):
-        if name in changes:
-            changes[name] = frozenset(changes[name])
-    if "answer_override" in update.model_fields_set:  # given as null: turn it off
-        changes["answer_override"] = _override(update.answer_override)
-    return replace(current, **changes)  # FaultSettings and AnswerOverride check the ranges
-
-
-def _override(settings: AnswerOverrideSettings | None) -> AnswerOverride | None:
-    if settings is None:
-        return None
-    return AnswerOverride(
-        status=settings.status, body=settings.body, content_type=settings.content_type
-    )
+def _set_faults(state: EmulatorState, query: str, body: bytes) -> FaultSettings:
+    changes, seed = parse_faults_update(body)
+    return state.update_faults(lambda current: current.updated(changes), seed=seed)
 
 
 def _get_budget(state: EmulatorState, _query: str, _body: bytes) -> BudgetView:

@@ -1,6 +1,11 @@
 """Emulator: the misbehaviour a test asks for (latency, injected statuses, dropped connections,
 refused targets and recipients, and a foreign answer such as a proxy's login page).
 
+`FaultSettings` is the one declaration of every fault: its type, default, validation, doc and an
+example. Everything else is derived from it: the control API's update and view forms (wire.py),
+`EmulatorControl.set_faults`' keywords and `clear_faults` (control.py), the reset (state.py). A new
+fault is one field here, plus the code in `FaultPlan` / state.py that acts on it.
+
 Pure apart from a seedable RNG, so a test with a seed sees the same faults every run. Settings are
 a frozen value; the parts that are used up (a status sequence, a count of drops) are replaced by
 a shorter value as requests consume them.
@@ -9,7 +14,18 @@ a shorter value as requests consume them.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+)
 
 DEFAULT_ERROR_STATUSES = (500, 502, 503, 504)
 CANVAS_PAUSED = (
@@ -24,60 +40,142 @@ MAX_OVERRIDE_BODY_BYTES = 64 * 1024
 DEFAULT_OVERRIDE_CONTENT_TYPE = "text/html; charset=utf-8"
 
 
-@dataclass(frozen=True, slots=True)
-class AnswerOverride:
+def _status_code(status: int) -> int:
+    if not 100 <= status <= 599:
+        raise ValueError("must be an HTTP status code (100-599)")
+    return status
+
+
+def _fixed_or_range(value: object) -> object:
+    """A fixed latency `n` is the range [n, n]."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    return value
+
+
+def _ordered(latency_ms: tuple[int, int]) -> tuple[int, int]:
+    low, high = latency_ms
+    if not 0 <= low <= high:
+        raise ValueError("must be a range [low, high] with 0 <= low <= high")
+    return latency_ms
+
+
+StatusCode = Annotated[int, AfterValidator(_status_code)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+LatencyRange = Annotated[
+    tuple[int, int], BeforeValidator(_fixed_or_range), AfterValidator(_ordered)
+]
+# A set of ids; on the wire a sorted JSON array (so a view is stable).
+IdSet = Annotated[frozenset[str], PlainSerializer(sorted, return_type=list[str], when_used="json")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AnswerOverride(_Frozen):
     """An answer given to every Braze request as is, before anything else is checked.
 
     It stands for whatever may sit between a client and Braze (an HTTP proxy, a captive portal),
     so it carries no `X-RateLimit-*` headers and spends no budget.
     """
 
-    status: int
-    body: str = ""  # sent UTF-8 encoded, exactly as given
-    content_type: str = DEFAULT_OVERRIDE_CONTENT_TYPE
+    status: StatusCode = Field(description="the HTTP status, 100-599")
+    body: str = Field(default="", description="sent UTF-8 encoded, exactly as given; <= 64 KiB")
+    content_type: str = Field(default=DEFAULT_OVERRIDE_CONTENT_TYPE, description="Content-Type")
 
-    def __post_init__(self) -> None:
-        if not 100 <= self.status <= 599:
-            raise ValueError("answer_override.status must be an HTTP status code (100-599)")
-        size = len(self.body.encode())  # a lone surrogate fails here too (a ValueError)
+    @field_validator("body")
+    @classmethod
+    def _check_body(cls, body: str) -> str:
+        size = len(body.encode())  # a lone surrogate fails here too (a ValueError)
         if size > MAX_OVERRIDE_BODY_BYTES:
-            raise ValueError(
-                f"answer_override.body has {size} bytes; the limit is {MAX_OVERRIDE_BODY_BYTES}"
-            )
+            raise ValueError(f"has {size} bytes; the limit is {MAX_OVERRIDE_BODY_BYTES}")
+        return body
+
+    @field_validator("content_type")
+    @classmethod
+    def _check_content_type(cls, content_type: str) -> str:
         # It becomes a header line: printable ASCII only, so no CR/LF can split the answer.
-        if not (self.content_type.isascii() and self.content_type.isprintable()):
-            raise ValueError("answer_override.content_type must be printable ASCII")
-        if not self.content_type.strip():
-            raise ValueError("answer_override.content_type must not be empty")
+        if not (content_type.isascii() and content_type.isprintable()):
+            raise ValueError("must be printable ASCII")
+        if not content_type.strip():
+            raise ValueError("must not be empty")
+        return content_type
 
 
-@dataclass(frozen=True, slots=True)
-class FaultSettings:
-    latency_ms: tuple[int, int] = (0, 0)  # drawn uniformly from [low, high] for each request
-    status_sequence: tuple[int, ...] = ()  # one per processed request; 2xx means "process normally"
-    error_share: float = 0.0  # probability of answering one of `error_statuses`
-    error_statuses: tuple[int, ...] = DEFAULT_ERROR_STATUSES
-    drop_next: int = 0  # close the connection without answering, for this many requests
-    drop_share: float = 0.0  # ... or with this probability
-    reject_external_user_ids: frozenset[str] = field(default_factory=frozenset)
-    paused_canvas_ids: frozenset[str] = field(default_factory=frozenset)
-    archived_canvas_ids: frozenset[str] = field(default_factory=frozenset)
-    # canvas_id / campaign_id values that are not API-triggered: a send refers to them with 400
-    invalid_target_ids: frozenset[str] = field(default_factory=frozenset)
-    answer_override: AnswerOverride | None = None  # answer every Braze request with this
+class FaultSettings(_Frozen):
+    """Every fault the emulator can inject: THE declaration (see the module doc).
 
-    def __post_init__(self) -> None:
-        low, high = self.latency_ms
-        if not 0 <= low <= high:
-            raise ValueError("latency_ms must be a range 0 <= low <= high")
-        if not (0.0 <= self.error_share <= 1.0 and 0.0 <= self.drop_share <= 1.0):
-            raise ValueError("error_share and drop_share must be probabilities in [0, 1]")
-        if self.drop_next < 0:
-            raise ValueError("drop_next must not be negative")
-        if not all(100 <= status <= 599 for status in self.status_sequence + self.error_statuses):
-            raise ValueError("statuses must be HTTP status codes (100-599)")
-        if not self.error_statuses:
-            raise ValueError("error_statuses must not be empty")
+    Each field needs a default that means "no fault" and at least one `examples` value that is a
+    fault (tests/unit/test_emulator_fault_model.py sends each example through the control API).
+    A field whose default is None (answer_override) is turned off by null on the wire; for every
+    other field null means "leave as it is".
+    """
+
+    latency_ms: LatencyRange = Field(
+        default=(0, 0),
+        description="delay before each answer, drawn uniformly from [low, high] ms; a fixed n "
+        "is [n, n]",
+        examples=[(20, 40)],
+    )
+    status_sequence: tuple[StatusCode, ...] = Field(
+        default=(),
+        description="one status per processed request, consumed in order; 2xx means 'process "
+        "normally'",
+        examples=[(503, 201)],
+    )
+    error_share: Probability = Field(
+        default=0.0,
+        description="probability of answering one of error_statuses instead of processing",
+        examples=[0.25],
+    )
+    error_statuses: tuple[StatusCode, ...] = Field(
+        default=DEFAULT_ERROR_STATUSES,
+        min_length=1,
+        description="the statuses error_share draws from",
+        examples=[(503,)],
+    )
+    drop_next: int = Field(
+        default=0,
+        ge=0,
+        description="close the connection without answering, for this many requests",
+        examples=[2],
+    )
+    drop_share: Probability = Field(
+        default=0.0,
+        description="probability of closing the connection without answering",
+        examples=[0.5],
+    )
+    reject_external_user_ids: IdSet = Field(
+        default=frozenset(),
+        description="a request naming one of these recipients fails with 400",
+        examples=[frozenset({"u-bad"})],
+    )
+    paused_canvas_ids: IdSet = Field(
+        default=frozenset(),
+        description="Canvases answered 201 with the 'paused' notice, sending nothing",
+        examples=[frozenset({"cv-paused"})],
+    )
+    archived_canvas_ids: IdSet = Field(
+        default=frozenset(),
+        description="Canvases answered 201 with the 'archived' notice, sending nothing",
+        examples=[frozenset({"cv-archived"})],
+    )
+    invalid_target_ids: IdSet = Field(
+        default=frozenset(),
+        description="canvas_id / campaign_id values that are not API-triggered: a send or "
+        "schedule naming one is answered 400",
+        examples=[frozenset({"cv-missing"})],
+    )
+    answer_override: AnswerOverride | None = Field(
+        default=None,
+        description="answer every Braze request with this (a proxy in front of Braze); null: off",
+        examples=[AnswerOverride(status=200, body="<html>log in</html>")],
+    )
+
+    def updated(self, changes: Mapping[str, object]) -> FaultSettings:
+        """These settings with `changes` (field -> value) applied; every field is checked again."""
+        return FaultSettings.model_validate({**dict(self), **changes})
 
 
 class FaultPlan:
@@ -98,7 +196,9 @@ class FaultPlan:
     def take_drop(self) -> bool:
         """Whether to close this request's connection without an answer."""
         if self.settings.drop_next > 0:
-            self.settings = replace(self.settings, drop_next=self.settings.drop_next - 1)
+            self.settings = self.settings.model_copy(
+                update={"drop_next": self.settings.drop_next - 1}
+            )
             return True
         return self._chance(self.settings.drop_share)
 
@@ -106,7 +206,7 @@ class FaultPlan:
         """A status to answer instead of processing the request, or None to process it."""
         sequence = self.settings.status_sequence
         if sequence:
-            self.settings = replace(self.settings, status_sequence=sequence[1:])
+            self.settings = self.settings.model_copy(update={"status_sequence": sequence[1:]})
             if not 200 <= sequence[0] <= 299:
                 return sequence[0]
             return None

@@ -1,8 +1,10 @@
 """Emulator: the bounded record of requests a test reads back, and running counts for stats.
 
-Bodies are kept as text cut to a bound, and the whole record is bounded in entries and in body
-characters, so a benchmark of millions of requests cannot exhaust memory. The counts behind
-stats cover every request, also those the record has already forgotten.
+Bodies are kept as text cut to a bound, and the whole record is bounded in entries and in the
+characters it keeps (bodies, paths, error texts), so a benchmark of millions of requests cannot
+exhaust memory. The counts behind stats cover every request, also those the record has already
+forgotten; they are bounded too (distinct paths past MAX_STATS_PATHS are counted together).
+Adding an entry is a few dictionary and deque operations: cheap enough for every request.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 MAX_RECORDED_REQUESTS = 100_000
-MAX_RECORD_BODY_CHARS = 64 * 1024 * 1024  # for the whole record (about 20k requests of 50)
+MAX_RECORD_CHARS = 64 * 1024 * 1024  # for the whole record (about 6k requests of 50 recipients)
+MAX_STATS_PATHS = 1000  # paths counted one by one; a client probing paths cannot grow the stats
+OTHER_PATHS = "(other paths)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,7 @@ class Stats:
 @dataclass(slots=True)
 class _Counts:
     by_path_status: Counter[tuple[str, str]] = field(default_factory=Counter)
+    paths: set[str] = field(default_factory=set)  # those counted by name (MAX_STATS_PATHS)
     accepted: int = 0
     recipients_sent: int = 0
     per_request: Counter[int] = field(default_factory=Counter)
@@ -57,12 +62,12 @@ class Recorder:
     def __init__(
         self,
         max_requests: int = MAX_RECORDED_REQUESTS,
-        max_body_chars: int = MAX_RECORD_BODY_CHARS,
+        max_chars: int = MAX_RECORD_CHARS,
     ) -> None:
         self._entries: deque[RecordedRequest] = deque()
         self._max_requests = max_requests
-        self._max_body_chars = max_body_chars
-        self._body_chars = 0
+        self._max_chars = max_chars
+        self._chars = 0
         self._next_seq = 1
         self._counts = _Counts()
 
@@ -76,11 +81,18 @@ class Recorder:
             raise ValueError("entries must be added in seq order")
         self._next_seq += 1
         self._entries.append(entry)
-        self._body_chars += len(entry.body_text)
-        while len(self._entries) > self._max_requests or self._body_chars > self._max_body_chars:
-            self._body_chars -= len(self._entries.popleft().body_text)
+        self._chars += _chars(entry)
+        while len(self._entries) > self._max_requests or self._chars > self._max_chars:
+            self._chars -= _chars(self._entries.popleft())
         status = "dropped" if entry.status is None else str(entry.status)
-        self._counts.by_path_status[(entry.path, status)] += 1
+        path = entry.path
+        counts = self._counts
+        if path not in counts.paths:
+            if len(counts.paths) >= MAX_STATS_PATHS:
+                path = OTHER_PATHS
+            else:
+                counts.paths.add(path)
+        counts.by_path_status[(path, status)] += 1
         if entry.status is not None and 200 <= entry.status <= 299:
             self._counts.accepted += 1
         if sent:  # implies 2xx
@@ -115,5 +127,13 @@ class Recorder:
     def clear(self) -> None:
         """Forget entries and counts; sequence numbers keep rising so old cursors stay valid."""
         self._entries.clear()
-        self._body_chars = 0
+        self._chars = 0
         self._counts = _Counts()
+
+
+def _chars(entry: RecordedRequest) -> int:
+    """What an entry keeps that a client chooses the size of: its body, path and answer texts."""
+    size = len(entry.body_text) + len(entry.path)
+    if entry.errors:  # only a refused request has any (one per problem found)
+        size += sum(map(len, entry.errors)) + len(entry.message or "")
+    return size

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
 
 from consumer.emulator.budget import BRAZE_REQUESTS_PER_HOUR
-from consumer.emulator.faults import DEFAULT_OVERRIDE_CONTENT_TYPE
+from consumer.emulator.faults import AnswerOverride, FaultSettings
 
 
 class _Input(BaseModel):
@@ -17,54 +20,53 @@ class _View(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
-class AnswerOverrideSettings(_Input):
-    """The answer every Braze request gets while it is set (a proxy or captive portal)."""
-
-    status: int  # 100-599 (checked by the emulator, which answers 400 otherwise)
-    body: str = ""  # raw text, sent UTF-8 encoded; at most 64 KiB
-    content_type: str = DEFAULT_OVERRIDE_CONTENT_TYPE
+# The fault model is its own wire form: a view is `FaultSettings.model_dump(mode="json")`, read
+# back by `faults_view`; an update is `FaultsUpdate`, derived below field by field.
+AnswerOverrideSettings = AnswerOverride  # the name tests and scripts import
 
 
-class AnswerOverrideView(_View):
-    status: int
-    body: str
-    content_type: str
+def _update_model() -> type[BaseModel]:
+    """POST /_emulator/faults: each field of `FaultSettings`, optional; `seed` restarts the RNG.
 
-
-class FaultsUpdate(_Input):
-    """POST /_emulator/faults: only the fields given change; `seed` restarts the fault RNG.
-
-    `answer_override` is the exception to "null changes nothing": given as null, it turns off.
+    Only the fields given change. null leaves a field as it is, except for a field whose default
+    is None (answer_override), which null turns off. Each field keeps its type and validation.
     """
-
-    latency_ms: int | tuple[int, int] | None = None  # fixed, or a [low, high] range
-    status_sequence: list[int] | None = None
-    error_share: float | None = None
-    error_statuses: list[int] | None = None
-    drop_next: int | None = None
-    drop_share: float | None = None
-    reject_external_user_ids: list[str] | None = None
-    paused_canvas_ids: list[str] | None = None
-    archived_canvas_ids: list[str] | None = None
-    invalid_target_ids: list[str] | None = None  # canvas_id / campaign_id values answered 400
-    answer_override: AnswerOverrideSettings | None = None
-    seed: int | None = None
+    fields: dict[str, Any] = {
+        name: (info.rebuild_annotation() | None, Field(None, description=info.description))
+        for name, info in FaultSettings.model_fields.items()
+    }
+    fields["seed"] = (int | None, Field(None, description="restart the fault RNG with this seed"))
+    model: type[BaseModel] = create_model(
+        "FaultsUpdate", __config__=ConfigDict(frozen=True, extra="forbid"), **fields
+    )
+    model.__doc__ = _update_model.__doc__
+    return model
 
 
-class FaultsView(_View):
-    """GET /_emulator/faults and the answer to POST: the settings now in force."""
+FaultsUpdate = _update_model()
+NULL_TURNS_OFF = frozenset(
+    name for name, info in FaultSettings.model_fields.items() if info.default is None
+)
 
-    latency_ms: tuple[int, int]
-    status_sequence: list[int]  # what is left of it
-    error_share: float
-    error_statuses: list[int]
-    drop_next: int  # drops left
-    drop_share: float
-    reject_external_user_ids: list[str]
-    paused_canvas_ids: list[str]
-    archived_canvas_ids: list[str]
-    invalid_target_ids: list[str]
-    answer_override: AnswerOverrideView | None
+
+def parse_faults_update(body: bytes) -> tuple[dict[str, Any], int | None]:
+    """The changes (field -> validated value) in a POST /_emulator/faults body, and the seed."""
+    update = FaultsUpdate.model_validate_json(body or b"{}")
+    given = {name: getattr(update, name) for name in update.model_fields_set}
+    seed: int | None = given.pop("seed", None)
+    changes = {
+        name: value for name, value in given.items() if value is not None or name in NULL_TURNS_OFF
+    }
+    return changes, seed
+
+
+def faults_view(data: bytes) -> FaultSettings:
+    """A GET /_emulator/faults answer; fields this client does not know are ignored."""
+    view = json.loads(data)
+    if not isinstance(view, dict):
+        raise ValueError("a faults view must be a JSON object")
+    known = {name: value for name, value in view.items() if name in FaultSettings.model_fields}
+    return FaultSettings.model_validate(known)
 
 
 class BudgetSettings(_Input):

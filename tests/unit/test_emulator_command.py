@@ -15,12 +15,16 @@ KEY = "cli-key-5d1c"
 PREFIX = "braze emulator listening on "
 
 
-def spawn(args: list[str], env_key: str | None) -> subprocess.Popen[str]:
+CLI = ["consumer", "emulator"]
+MODULE = ["consumer.emulator"]  # `python -m consumer.emulator`: the same, without the service
+
+
+def spawn(args: list[str], env_key: str | None, launcher: list[str] = CLI) -> subprocess.Popen[str]:
     env = {name: value for name, value in os.environ.items() if name != "BRAZE_API_KEY"}
     if env_key is not None:
         env["BRAZE_API_KEY"] = env_key
     return subprocess.Popen(
-        [sys.executable, "-m", "consumer", "emulator", "--port", "0", *args],
+        [sys.executable, "-m", *launcher, "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -39,10 +43,11 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
 
 
 @pytest.mark.parametrize(
-    ("args", "env_key", "sig"),
+    ("args", "env_key", "sig", "launcher"),
     [
-        pytest.param(["--api-key", KEY], None, signal.SIGTERM, id="key flag, SIGTERM"),
-        pytest.param([], KEY, signal.SIGINT, id="key from BRAZE_API_KEY, SIGINT"),
+        pytest.param(["--api-key", KEY], None, signal.SIGTERM, CLI, id="key flag, SIGTERM"),
+        pytest.param([], KEY, signal.SIGINT, CLI, id="key from BRAZE_API_KEY, SIGINT"),
+        pytest.param(["--api-key", KEY], None, signal.SIGTERM, MODULE, id="python -m module"),
     ],
 )
 def test_serves_until_signalled(
@@ -50,8 +55,9 @@ def test_serves_until_signalled(
     args: list[str],
     env_key: str | None,
     sig: signal.Signals,
+    launcher: list[str],
 ) -> None:
-    process = spawn([*args, "--requests-per-second", "5"], env_key)
+    process = spawn([*args, "--requests-per-second", "5"], env_key, launcher)
     processes.append(process)
     assert process.stdout is not None
     line = process.stdout.readline()

@@ -15,7 +15,7 @@ from consumer.emulator.faults import (
     FaultPlan,
     FaultSettings,
 )
-from consumer.emulator.record import RecordedRequest, Recorder
+from consumer.emulator.record import MAX_STATS_PATHS, OTHER_PATHS, RecordedRequest, Recorder
 
 
 def statuses(plan: FaultPlan, count: int) -> list[int | None]:
@@ -122,7 +122,7 @@ def test_invalid_target(target_id: str, canvas: bool, expected: tuple[str, str] 
 
 
 def test_answer_override_defaults_to_html() -> None:
-    override = AnswerOverride(302, "x" * MAX_OVERRIDE_BODY_BYTES)
+    override = AnswerOverride(status=302, body="x" * MAX_OVERRIDE_BODY_BYTES)
     assert override.content_type == "text/html; charset=utf-8"
 
 
@@ -139,7 +139,7 @@ def test_answer_override_defaults_to_html() -> None:
 )
 def test_answer_override_refuses_nonsense(changes: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        replace(AnswerOverride(200, "<html></html>"), **changes)
+        AnswerOverride(**{"status": 200, "body": "<html></html>", **changes})
 
 
 @pytest.mark.parametrize(
@@ -156,7 +156,7 @@ def test_answer_override_refuses_nonsense(changes: dict[str, Any], match: str) -
 )
 def test_fault_settings_refuse_nonsense(changes: dict[str, Any]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (each row has its own message)
-        replace(FaultSettings(), **changes)
+        FaultSettings(**changes)
 
 
 def entry(
@@ -189,9 +189,29 @@ def test_record_keeps_the_newest_entries_within_its_bound() -> None:
 
 
 def test_record_is_bounded_in_body_size() -> None:
-    recorder = Recorder(max_body_chars=25)
+    one_entry = 10 + len("/canvas/trigger/send")  # the body and the path
+    recorder = Recorder(max_chars=2 * one_entry + one_entry // 2)
     fill(recorder, 4, body_text="x" * 10)
     assert [e.seq for e in recorder.since(0)] == [3, 4]
+
+
+def test_record_counts_error_texts_against_its_bound() -> None:
+    recorder = Recorder(max_chars=10_000)
+    refused = replace(entry(1, status=400), message="m" * 100, errors=("e" * 1000,) * 3)
+    recorder.add(refused, sent=False)
+    fill(recorder, 3, body_text="x" * 2400)
+    # 3 x 2420 + the refused one's 3122 is past 10k; without its error texts it would not be.
+    assert [e.seq for e in recorder.since(0)] == [2, 3, 4]
+
+
+def test_stats_count_a_bounded_number_of_paths_by_name() -> None:
+    recorder = Recorder()
+    for n in range(MAX_STATS_PATHS + 5):
+        recorder.add(replace(entry(n + 1, status=404), path=f"/probe/{n}"), sent=False)
+    by_path = recorder.stats().by_path
+    assert len(by_path) == MAX_STATS_PATHS + 1
+    assert by_path[OTHER_PATHS] == {"404": 5}
+    assert recorder.stats().requests_total == MAX_STATS_PATHS + 5
 
 
 @pytest.mark.parametrize(

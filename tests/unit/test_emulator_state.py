@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consumer.braze.limits import MAX_REQUEST_BYTES
 from consumer.emulator.budget import BudgetLimits
 from consumer.emulator.faults import CANVAS_PAUSED, AnswerOverride, FaultSettings
-from consumer.emulator.state import EmulatorState, InboundRequest, Reply
+from consumer.emulator.state import EmulatorState, InboundRequest, Reply, _loads
 from consumer.intents import Endpoint
 from consumer.json_types import JSONObject, JSONValue
 
@@ -360,7 +363,9 @@ def test_answer_override_answers_everything_first(request_: InboundRequest) -> N
     state = new_state(per_hour=5)
     state.set_faults(
         FaultSettings(
-            answer_override=AnswerOverride(200, HTML), drop_next=1, status_sequence=(503,)
+            answer_override=AnswerOverride(status=200, body=HTML),
+            drop_next=1,
+            status_sequence=(503,),
         )
     )
     reply = state.handle(request_)
@@ -380,9 +385,13 @@ def test_answer_override_answers_everything_first(request_: InboundRequest) -> N
 
 def test_answer_override_then_back_to_braze() -> None:
     state = new_state()
-    state.set_faults(FaultSettings(answer_override=AnswerOverride(302, "moved", "text/plain")))
+    state.set_faults(
+        FaultSettings(
+            answer_override=AnswerOverride(status=302, body="moved", content_type="text/plain")
+        )
+    )
     assert state.handle(post("/canvas/trigger/send")).status == 302
-    state.update_faults(lambda current: replace(current, answer_override=None))
+    state.update_faults(lambda current: current.updated({"answer_override": None}))
     reply = state.handle(post("/canvas/trigger/send"))
     assert (reply.status, reply.content_type, reply.raw_body) == (201, "application/json", None)
     assert json.loads(reply.content()) == reply.body
@@ -402,3 +411,73 @@ def test_injected_status_without_a_stdlib_phrase() -> None:
     state.set_faults(FaultSettings(status_sequence=(599,)))
     reply = state.handle(post("/canvas/trigger/send"))
     assert (reply.status, reply.body["message"]) == (599, "Error")
+
+
+@pytest.mark.parametrize(
+    "auth", [pytest.param(f"Bearer {KEY}", id="400"), pytest.param(None, id="401 first")]
+)
+def test_json_nested_too_deeply_is_answered_and_recorded(auth: str | None) -> None:
+    state = new_state()
+    deep = b'{"canvas_id":"c","recipients":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    reply = state.handle(post("/canvas/trigger/send", deep, auth=auth))
+    if auth is None:
+        assert reply.status == 401
+    else:
+        assert (reply.status, reply.body["message"]) == (400, "Invalid JSON in request body")
+        assert reply.body["errors"] == ["the JSON is nested too deeply to read"]
+    assert [r.status for r in state.requests_since(0)] == [reply.status]
+
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**63 - 10, max_value=2**80)  # past 64 bits: orjson reads a float
+    | st.integers(min_value=-(2**80), max_value=-(2**63) + 10)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text()
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def read_with(read: Callable[[bytes], object], raw: bytes) -> tuple[str, str]:
+    """What `read` makes of `raw`: the value's repr (tells 1 from 1.0, nan) or the error's text."""
+    try:
+        return "value", repr(read(raw))
+    except ValueError as error:  # its text is quoted in the 400's errors
+        return "error", str(error)
+
+
+def same_as_json_loads(raw: bytes) -> None:
+    assert read_with(_loads, raw) == read_with(json.loads, raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a":123456789012345678901234567890}',
+        b'{"a":-9223372036854775809,"b":18446744073709551615}',
+        b'{"a":1e400,"b":-Infinity,"c":NaN}',
+        b'{"a":"\\ud800"}',
+        b'{"a":"\xed\xa0\x80"}',
+        b'\xef\xbb\xbf{"a":1}',
+        b'{"a":1,"a":2}',
+        b'{"a":1e-400,"b":-0.0,"c":-0,"d":0.1}',
+        '{"a":"é"}'.encode("utf-16"),
+        b'{"a":"x\ny"}',
+        b"{not json",
+        b"",
+        b"\xff\xfe",
+    ],
+)
+def test_the_fast_json_reader_agrees_with_json_loads(raw: bytes) -> None:
+    same_as_json_loads(raw)
+
+
+@given(JSON_VALUES)
+def test_the_fast_json_reader_agrees_on_any_json(value: object) -> None:
+    same_as_json_loads(json.dumps({"canvas_id": "c", "recipients": [value]}).encode())
