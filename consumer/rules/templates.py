@@ -32,6 +32,7 @@ from jmespath.functions import Functions
 from jmespath.visitor import TreeInterpreter
 
 from consumer.json_types import JSONObject, JSONValue
+from consumer.rules.conditions import path_reader
 from consumer.rules.jsonvalues import as_json, render_text
 from consumer.rules.model import Issue
 
@@ -238,39 +239,9 @@ def _field_chain(node: dict[str, object]) -> tuple[str, ...] | None:
 
 
 def _field_getter(keys: tuple[str, ...]) -> Callable[[JSONObject], JSONValue]:
-    """Same result as JMESPath for a field chain: null as soon as a step is not an object.
-
-    Chains of one and two keys (`data.user_id`, most mappings) get a getter without a loop: it
-    runs for every field of every recipient.
-    """
-    if len(keys) == 1:
-        (only,) = keys
-
-        def get_one(document: JSONObject) -> JSONValue:
-            return document.get(only) if isinstance(document, dict) else None
-
-        return get_one
-    if len(keys) == 2:
-        first, second = keys
-
-        def get_two(document: JSONObject) -> JSONValue:
-            if isinstance(document, dict):
-                inner = document.get(first)
-                if isinstance(inner, dict):
-                    return inner.get(second)
-            return None
-
-        return get_two
-
-    def get(document: JSONObject) -> JSONValue:
-        current: JSONValue = document
-        for key in keys:
-            if not isinstance(current, dict):
-                return None
-            current = current.get(key)
-        return current
-
-    return get
+    """Same result as JMESPath for a field chain: null as soon as a step is not an object (a
+    step without an index never reads into a list)."""
+    return path_reader(tuple((key, None) for key in keys))
 
 
 # --- Load-time bounds ------------------------------------------------------------------------
