@@ -11,7 +11,6 @@ import time
 
 from consumer.batching import Batcher
 from consumer.intents import BatchKey, Endpoint, SendIntent
-from consumer.json_types import JSONObject
 from consumer.offsets import OffsetTracker, TopicPartition
 
 TP: TopicPartition = ("bench", 0)
@@ -24,11 +23,8 @@ def make_intents(count: int, keys: int, users: int, seed: int) -> list[SendInten
     intents = []
     for _ in range(count):
         user = f"u-{rng.randrange(users)}"
-        recipient: JSONObject = {"external_user_id": user, "context": {"order_id": "o-1"}}
         intents.append(
-            SendIntent(
-                "bench", rng.choice(batch_keys), recipient, f"external_user_id:{user}", b"x" * 64
-            )
+            SendIntent("bench", rng.choice(batch_keys), f"external_user_id:{user}", b"x" * 64)
         )
     return intents
 

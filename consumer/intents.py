@@ -179,12 +179,19 @@ class SendIntent:
 
     rule_id: str
     key: BatchKey
-    recipient: JSONObject  # a complete Braze recipient object
     user_key: str  # who the recipient is, e.g. "external_user_id:u-1"; equal keys must not share
-    encoded: bytes  # the recipient's compact UTF-8 JSON, exactly as the request carries it
+    # The complete Braze recipient object, as its compact UTF-8 JSON: exactly what the request
+    # carries. Only the bytes are kept (thousands of intents wait while requests are under way).
+    encoded: bytes
     # Epoch ms after which the rule's `max_event_age` makes it stale: an intent held through a
     # Braze outage past this is skipped, not sent. None: the rule has no `max_event_age`.
     stale_after_ms: int | None = None
+
+    @property
+    def recipient(self) -> JSONObject:
+        """The recipient object (for previews and tests; requests use `encoded`)."""
+        value: JSONObject = json.loads(self.encoded)
+        return value
 
     @property
     def size_bytes(self) -> int:

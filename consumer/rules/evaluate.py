@@ -189,7 +189,7 @@ class CompiledRule:
         # too-large properties, so the common case serialises once.
         if len(encoded) > MAX_PROPERTIES_BYTES:
             _check_size(recipient.get(self.properties_field))
-        return SendIntent(self.rule_id, key, recipient, user_key, encoded, stale_after_ms)
+        return SendIntent(self.rule_id, key, user_key, encoded, stale_after_ms)
 
     def _strict_encode(self, recipient: JSONObject) -> bytes:
         """The recipient's compact UTF-8 JSON, as the request will carry it; raises _MappingError

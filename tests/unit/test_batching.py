@@ -23,7 +23,6 @@ def intent(key_name: str, user: str, size: int = SIZE) -> SendIntent:
     return SendIntent(
         rule_id="r",
         key=key(key_name),
-        recipient={"external_user_id": user},
         user_key=f"external_user_id:{user}",
         encoded=b"x" * size,  # the batcher reads only its length
     )
@@ -280,10 +279,11 @@ def test_due(steps: list[Step], expected: list[Emitted], next_due_ms: int | None
 
 def test_batch_carries_opened_ms_and_recipients() -> None:
     batcher: Batcher[str] = Batcher(2, 500)
-    batcher.add(intent("a", "u1"), "t1", 1000)
-    [batch] = batcher.add(intent("a", "u2"), "t2", 1300)
+    first, second = intent("a", "u1"), intent("a", "u2")
+    batcher.add(first, "t1", 1000)
+    [batch] = batcher.add(second, "t2", 1300)
     assert batch.opened_ms == 1000
-    assert batch.recipients == [{"external_user_id": "u1"}, {"external_user_id": "u2"}]
+    assert batch.encoded == [first.encoded, second.encoded]
 
 
 def test_many_keys_due_in_deadline_order() -> None:
