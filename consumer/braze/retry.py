@@ -186,9 +186,10 @@ class _RetryRun:
         self._hooks.on_retry(self._history[-1], sleep_s)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class RecipientResult:
-    """What became of one recipient of `send_batch`."""
+    """What became of one recipient of `send_batch`; never changed once made (not frozen: one
+    is built per recipient sent, and a frozen dataclass costs several times as much to build)."""
 
     index: int  # position in the recipients passed to send_batch
     outcome: Literal["sent", "rejected", "held"]

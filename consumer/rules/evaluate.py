@@ -34,6 +34,7 @@ from consumer.rules.templates import (
     ListTemplate,
     ObjectTemplate,
     Template,
+    may_read,
 )
 from consumer.rules.times import braze_schedule_time, epoch_ms, parse_iso8601
 
@@ -122,6 +123,8 @@ class CompiledRule:
     # The batch key of every send when the rule has no schedule (one object, hashed once).
     static_key: BatchKey | None = field(init=False, repr=False, compare=False)
     properties_field: str = field(init=False, repr=False, compare=False)  # context / trigger_...
+    # Whether its mappings may read `_kafka` (added to the document only then).
+    reads_kafka: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         key = None
@@ -129,6 +132,12 @@ class CompiledRule:
             key = BatchKey(self.endpoint, self.target_id, self.send_id, None)
         object.__setattr__(self, "static_key", key)
         object.__setattr__(self, "properties_field", self.endpoint.properties_field)
+        templates: list[Template | None] = [template for _, template in self.identity.parts]
+        templates += [self.properties, self.attributes]
+        templates.append(None if self.schedule is None else self.schedule.time)
+        reads = any(may_read(template, "_kafka") for template in templates)
+        reads = reads or (self.event_time is not None and self.event_time[0][0] == "_kafka")
+        object.__setattr__(self, "reads_kafka", reads)
 
     def apply(self, event: Event, now_ms: int) -> Outcome | None:
         """None when a condition does not hold; otherwise exactly one outcome."""
@@ -136,7 +145,8 @@ class CompiledRule:
         for condition in self.conditions:
             if not condition.holds(document):
                 return None
-        document = with_kafka_namespace(event)  # the mappings may read `_kafka`
+        if self.reads_kafka:
+            document = with_kafka_namespace(event)
         try:
             stale_after_ms = None
             if self.max_event_age_ms is not None:

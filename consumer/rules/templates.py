@@ -144,6 +144,21 @@ class ListTemplate:
 Template: TypeAlias = Constant | Expression | Text | ObjectTemplate | ListTemplate
 
 
+def may_read(template: Template | None, name: str) -> bool:
+    """Whether rendering `template` may read the document's top-level field `name` (e.g.
+    `_kafka`). Exact for field chains (`data.x` cannot); any other expression may (`@`, `*`,
+    `keys(@)` read every field)."""
+    if template is None or isinstance(template, Constant):
+        return False
+    if isinstance(template, Expression):
+        return template.measured or name in template.source
+    if isinstance(template, Text):
+        return any(isinstance(part, Expression) and may_read(part, name) for part in template.parts)
+    if isinstance(template, ObjectTemplate):
+        return any(may_read(part, name) for _, part in template.items)
+    return any(may_read(part, name) for part in template.items)
+
+
 def compile_template(value: object) -> tuple[Template, list[Issue]]:
     """Compile a YAML value (string, number, mapping, list...) with issues at relative locations."""
     issues: list[Issue] = []
