@@ -20,14 +20,9 @@ from typing import Protocol
 import httpx
 
 from consumer.braze.answers import TRANSPORT_FAILURE, HoldCause, judge
-from consumer.braze.http import (
-    ConnectionPool,
-    HttpSender,
-    HttpTransportError,
-    HttpxSender,
-    proxy_configured,
-)
+from consumer.braze.http import HttpSender, HttpTransportError, HttpxSender, proxy_configured
 from consumer.braze.limits import DEFAULT_REQUESTS_PER_HOUR
+from consumer.braze.pool import ConnectionPool
 from consumer.braze.ratelimit import RateLimiter
 from consumer.braze.retry import (
     Attempt,

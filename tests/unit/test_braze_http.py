@@ -18,16 +18,9 @@ from pathlib import Path
 import pytest
 
 from consumer.braze.client import BrazeClient, BrazeClientConfig, ClientClosedError
-from consumer.braze.http import (
-    MAX_ANSWER_BYTES,
-    ConnectionPool,
-    Headers,
-    HttpTransportError,
-    HttpxSender,
-    PoolClosedError,
-    tls_context,
-)
+from consumer.braze.http import Headers, HttpTransportError, HttpxSender, PoolClosedError
 from consumer.braze.limits import MAX_RESPONSE_READ_BYTES
+from consumer.braze.pool import MAX_ANSWER_BYTES, ConnectionPool, tls_context
 from consumer.braze.ratelimit import parse_quota
 from consumer.emulator import RunningEmulator, start_emulator
 from consumer.intents import BatchKey, Endpoint
