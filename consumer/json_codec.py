@@ -9,14 +9,15 @@ the stdlib in a few corners, and each one is sent back to the stdlib so behaviou
   and it reads an integer beyond 64 bits as a float, silently. A failure, or a run of 19 digits
   anywhere in the text (the only way to write such an integer), takes the stdlib path.
 - encoding: orjson writes NaN and infinities as `null` where the stdlib (allow_nan=False) raises,
-  and refuses integers beyond 64 bits. A `null` in the output is checked against the value, and a
-  refusal takes the stdlib path, so the result and the errors are the stdlib's.
+  and refuses integers beyond 64 bits. An output with a `null` in it, or a refusal, takes the
+  stdlib path, so the result and the errors are the stdlib's.
 """
 
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -30,20 +31,31 @@ _LONG_DIGIT_RUN = b"0" * 19
 _NULL = b"null"
 
 
+def loads_exact(data: bytes, stdlib_loads: Callable[[bytes], Any]) -> Any:
+    """`stdlib_loads(data)`'s value, parsed by orjson wherever the two agree; `stdlib_loads`
+    itself for the rest (a long digit run, or a text orjson refuses), so its errors and their
+    texts are the only ones raised. `stdlib_loads` must accept what orjson accepts alike."""
+    if _LONG_DIGIT_RUN not in data.translate(_DIGITS_ONLY):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # the stdlib decides, and words the error
+    return stdlib_loads(data)
+
+
 def loads_event(data: bytes) -> JSONValue:
     """Parse a UTF-8 JSON text (a BOM allowed) as `json.loads(data.decode("utf-8-sig"))` does.
 
     Raises ValueError (UnicodeDecodeError, JSONDecodeError) or RecursionError exactly as the
     stdlib would, with its messages: a dead letter reads the same whichever parser ran.
     """
-    if _LONG_DIGIT_RUN not in data.translate(_DIGITS_ONLY):
-        try:
-            value: JSONValue = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass  # the stdlib decides, and words the error
-        else:
-            return value
-    return json.loads(data.decode("utf-8-sig"), parse_constant=_reject_constant)  # type: ignore[no-any-return]
+    value: JSONValue = loads_exact(data, _stdlib_event_loads)
+    return value
+
+
+def _stdlib_event_loads(data: bytes) -> JSONValue:
+    value: JSONValue = json.loads(data.decode("utf-8-sig"), parse_constant=_reject_constant)
+    return value
 
 
 def dumps_strict(value: JSONValue) -> bytes:
@@ -58,8 +70,10 @@ def dumps_strict(value: JSONValue) -> bytes:
         encoded = orjson.dumps(value)
     except TypeError:  # an integer beyond 64 bits, or a lone surrogate: the stdlib decides
         return _stdlib_dumps(value)
-    if _NULL in encoded and _has_non_finite(value):
-        return _stdlib_dumps(value)  # raises, with the stdlib's message
+    if _NULL in encoded:
+        # NaN and infinities come out as null: the stdlib writes the same JSON when there are
+        # none, and raises (with its message) when there are.
+        return _stdlib_dumps(value)
     # orjson's bytes keep the capacity of its write buffer (4 KiB for a 100-byte recipient);
     # a copy of the exact size costs a quarter of a microsecond, and intents are held by the
     # thousand while their requests are under way.
@@ -69,16 +83,6 @@ def dumps_strict(value: JSONValue) -> bytes:
 def _stdlib_dumps(value: JSONValue) -> bytes:
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return text.encode("utf-8")
-
-
-def _has_non_finite(value: JSONValue) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_has_non_finite(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_has_non_finite(item) for item in value)
-    return False
 
 
 def _reject_constant(name: str) -> JSONValue:

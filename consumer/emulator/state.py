@@ -22,25 +22,19 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
-import orjson
-
 from consumer.braze.contract import validate_request
 from consumer.braze.limits import MAX_REQUEST_BYTES
 from consumer.emulator.budget import BudgetLimits, RateBudget, RateStatus
 from consumer.emulator.faults import AnswerOverride, FaultPlan, FaultSettings
 from consumer.emulator.record import RecordedRequest, Recorder, Stats
 from consumer.intents import SEND_ENDPOINTS, Endpoint
+from consumer.json_codec import loads_exact
 from consumer.json_types import JSONObject, JSONValue
 
 MAX_RECORDED_BODY_BYTES = 64 * 1024
 JSON_CONTENT_TYPE = "application/json"
 RATE_LIMITED = "Rate limit exceeded"
 _ENDPOINTS = {endpoint.value: endpoint for endpoint in Endpoint}
-# orjson reads an integer past 64 bits as a float, where json.loads keeps it exact (see _loads):
-# a body with a run of 19 digits is left to json.loads. Digits map to "0", all else to " ", so
-# one substring search finds a run (a regex costs ten times as much on a 10 kB body).
-_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
-_NINETEEN_DIGITS = b"0" * 19
 _SCHEDULE_CREATES = frozenset({Endpoint.CAMPAIGN_SCHEDULE_CREATE, Endpoint.CANVAS_SCHEDULE_CREATE})
 # Braze documents 201 only for /canvas/trigger/send and "2XX" elsewhere (braze-api.md §9.1). We
 # answer 201 for every call that creates something (a send, a schedule, a send id) and 200 for
@@ -340,21 +334,11 @@ def _checked_keys(api_keys: Iterable[str]) -> tuple[bytes, ...]:
 
 
 def _loads(raw: bytes) -> Any:
-    """`json.loads(raw)`: the same value, or the same error, only faster; nesting past the
-    recursion limit is a ValueError too (json.loads raises RecursionError, which nobody catches).
-
-    orjson parses the common body several times faster. Where it could differ from json.loads it
-    refuses (NaN, 1e400, lone surrogates, a BOM, not UTF-8), and json.loads then gives the old
-    answer and error text; an integer past 64 bits, which orjson would read as a float, never
-    reaches it (a run of 19 digits anywhere goes to json.loads, even inside a string).
-    """
-    if _NINETEEN_DIGITS not in raw.translate(_DIGITS_AS_ZEROS):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
+    """`json.loads(raw)`: the same value, or the same error, only faster (orjson where the two
+    agree, `json_codec.loads_exact`); nesting past the recursion limit is a ValueError too
+    (json.loads raises RecursionError, which nobody catches)."""
     try:
-        return json.loads(raw)
+        return loads_exact(raw, json.loads)
     except RecursionError:  # nested deeper than the interpreter's recursion limit: not Braze JSON
         raise ValueError("the JSON is nested too deeply to read") from None
 
