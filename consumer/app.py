@@ -194,7 +194,7 @@ def run_service(
     settings = loaded.settings
     try:
         parts = build_parts(loaded)
-    except (KafkaConfigError, ValueError) as exc:
+    except ValueError as exc:  # KafkaConfigError is one
         return _cannot_start(str(exc))
     server = MetricsServer(parts.metrics, settings.metrics.host, settings.metrics.port)
     try:

@@ -111,10 +111,7 @@ class KafkaSource:
             TopicPartition(t, p, c.offset, metadata=c.metadata) for (t, p), c in commits.items()
         ]
         try:
-            if asynchronous:
-                self._consumer.commit(offsets=parts, asynchronous=True)
-            else:
-                self._consumer.commit(offsets=parts, asynchronous=False)
+            self._consumer.commit(offsets=parts, asynchronous=asynchronous)
         except KafkaException as exc:
             log.warning("offset commit failed: %s", _message(exc))
             return False
@@ -262,10 +259,7 @@ class TopicReader:
     the end offsets seen when it was opened (records written later are not read)."""
 
     def __init__(self, config: dict[str, ClientValue], topic: str, start_offset: int) -> None:
-        full: dict[str, Any] = dict(config)
-        full["enable.partition.eof"] = True
-        full["logger"] = librdkafka_logger()
-        self._consumer = Consumer(full)
+        self._consumer = _client(Consumer, {**config, "enable.partition.eof": True})
         metadata = self._consumer.list_topics(topic, timeout=30)
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:

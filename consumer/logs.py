@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+from consumer.deadletter import iso_utc
 from consumer.settings import LoggingSettings, SettingsError, load_settings
 
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -275,5 +276,4 @@ def _plain(value: object) -> object:
 
 
 def _iso_utc(created: float) -> str:
-    moment = datetime.fromtimestamp(created, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return iso_utc(datetime.fromtimestamp(created, UTC))

@@ -413,10 +413,10 @@ class Pipeline:
     def _finish(self, finished: Finished[Ticket]) -> None:
         batch = finished.batch
         held: list[tuple[int, RecipientResult]] = []
+        if any(r.outcome != "held" and not r.whole_request for r in finished.results):
+            self._sends.proven.add((batch.key.endpoint.value, batch.key.target_id))
         for result in finished.results:
             item = batch.items[result.index]
-            if result.outcome != "held" and not result.whole_request:
-                self._sends.proven.add((batch.key.endpoint.value, batch.key.target_id))
             if result.outcome == "sent":
                 self.stats.recipients_sent += 1  # metrics count them in request_done
                 self._record(dead_lettered=False)

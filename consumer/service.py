@@ -24,7 +24,7 @@ from consumer.budget_share import BudgetShare, budget_share
 from consumer.clock import Clock, to_ms
 from consumer.kafka_io import KafkaSource
 from consumer.metrics import Metrics, MetricsServer
-from consumer.offsets import TopicPartition
+from consumer.offsets import Commit, TopicPartition
 from consumer.pipeline import Pipeline
 from consumer.progress import decode as decode_progress
 from consumer.reload import RulesWatcher
@@ -117,10 +117,7 @@ class ConsumerService:
         timeout_s = 0.0 if self._closing else self._settings.revoke_timeout_s
         try:
             # The revoked partitions' batches go out at the share that still includes them.
-            commits = self.pipeline.revoke(tps, timeout_s)
-            commits = {tp: c for tp, c in commits.items() if tp in self._assigned}
-            if commits and self._source.commit(commits, asynchronous=False):
-                self._metrics.committed(len(commits))
+            self._commit_offsets(self.pipeline.revoke(tps, timeout_s), asynchronous=False)
         finally:
             self._forget(tps)  # lowers the share before the next owner can be assigned them
 
@@ -246,7 +243,10 @@ class ConsumerService:
             self._commit_cost_gap_s = min(_MAX_COMMIT_GAP_S, spent_s * _COMMIT_COST_FACTOR)
 
     def _commit(self, *, asynchronous: bool) -> None:
-        commits = self.pipeline.take_commits()
+        self._commit_offsets(self.pipeline.take_commits(), asynchronous=asynchronous)
+
+    def _commit_offsets(self, commits: dict[TopicPartition, Commit], *, asynchronous: bool) -> None:
+        """Commit what is assigned; the lag is measured from what was committed."""
         commits = {tp: c for tp, c in commits.items() if tp in self._assigned}
         if commits and self._source.commit(commits, asynchronous=asynchronous):
             self._metrics.committed(len(commits))

@@ -137,11 +137,7 @@ class Defaults:
 
 def _defaults() -> Defaults:
     braze = BrazeSettings()
-    budget_key = next(
-        key
-        for key in ("workspace_requests_per_hour", "requests_per_hour")
-        if key in BrazeSettings.model_fields
-    )
+    budget_key = "requests_per_hour"  # the whole deployment's budget (consumer/budget_share.py)
     max_wait_ms = BatchingSettings().max_wait_s * 1000
     return Defaults(budget_key, braze.max_in_flight, max(braze.max_in_flight, 16), max_wait_ms)
 

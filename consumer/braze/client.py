@@ -153,7 +153,7 @@ class BrazeClient:
         )
         self._policy = policy
         self._jitter = jitter or _full_jitter
-        self._http: HttpSender = _make_http_client(config, api_key, transport)
+        self._http: HttpSender = _make_http_client(config, transport)
 
     def __repr__(self) -> str:
         return (
@@ -281,7 +281,7 @@ class BrazeClient:
             with self._slots:
                 started_s = self._monotonic()  # latency excludes the wait for a free connection
                 status, body, truncated = self._post(endpoint, content)
-        except httpx.TransportError as exc:
+        except HttpTransportError as exc:
             seconds = self._monotonic() - started_s
             self._observer.request_done(endpoint.value, None, seconds, recipients, False)
             detail, unsent = _transport_failure(exc)
@@ -386,9 +386,9 @@ def _check_endpoint(rest_endpoint: str) -> None:
 
 
 def _make_http_client(
-    config: BrazeClientConfig, api_key: str, transport: httpx.BaseTransport | None
+    config: BrazeClientConfig, transport: httpx.BaseTransport | None
 ) -> HttpSender:
-    """The stdlib pool (a quarter of httpx's CPU per request), or httpx for a proxy in the
+    """The stdlib pool (a third of httpx's CPU per request), or httpx for a proxy in the
     environment, a test's transport, or an endpoint the pool does not serve."""
     pool = config.max_in_flight
     if transport is None and not proxy_configured() and ConnectionPool.serves(config.rest_endpoint):
@@ -419,17 +419,11 @@ def _make_http_client(
     return HttpxSender(client)
 
 
-def _transport_failure(exc: httpx.TransportError) -> tuple[str, bool]:
-    """(detail, certainly unsent) for a request that got no status."""
-    if isinstance(exc, HttpTransportError):  # what both senders raise
-        kind, timeout, unsent = exc.kind, exc.timeout, exc.unsent
-    else:
-        kind = type(exc).__name__
-        timeout = isinstance(exc, httpx.TimeoutException)
-        unsent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout | httpx.ConnectError)
-    if timeout:
-        return f"timeout: {kind}", unsent
-    return f"connection error: {kind}: {exc}", unsent
+def _transport_failure(exc: HttpTransportError) -> tuple[str, bool]:
+    """(detail, certainly unsent) for a request that got no status (both senders raise this)."""
+    if exc.timeout:
+        return f"timeout: {exc.kind}", exc.unsent
+    return f"connection error: {exc.kind}: {exc}", exc.unsent
 
 
 def _retry_reason(attempt: Attempt) -> str:

@@ -20,14 +20,11 @@ from __future__ import annotations
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import httpx
 
 from consumer.braze.limits import MAX_RESPONSE_READ_BYTES
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "Headers",

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
 
 from consumer.emulator.budget import BRAZE_REQUESTS_PER_HOUR
-from consumer.emulator.faults import AnswerOverride, FaultSettings
+from consumer.emulator.faults import FaultSettings
 
 
 class _Input(BaseModel):
@@ -22,7 +22,6 @@ class _View(BaseModel):
 
 # The fault model is its own wire form: a view is `FaultSettings.model_dump(mode="json")`, read
 # back by `faults_view`; an update is `FaultsUpdate`, derived below field by field.
-AnswerOverrideSettings = AnswerOverride  # the name tests and scripts import
 
 
 def _update_model() -> type[BaseModel]:

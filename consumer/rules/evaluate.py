@@ -225,7 +225,7 @@ class CompiledRule:
 
     def _field_name(self, recipient_field: str) -> str:
         """A recipient field as the rule file names it (`properties`, not `context`)."""
-        if recipient_field == self.endpoint.properties_field:
+        if recipient_field == self.properties_field:
             return "properties"
         if recipient_field == "attributes":
             return "attributes"

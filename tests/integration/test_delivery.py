@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from consumer.emulator.control import EmulatorControl
+from consumer.emulator.faults import AnswerOverride
 from consumer.emulator.server import start_emulator
-from consumer.emulator.wire import AnswerOverrideSettings, RecordedRequestView
+from consumer.emulator.wire import RecordedRequestView
 from tests.integration.kafka_helpers import committed_offsets, consume_all
 from tests.integration.service_helpers import (
     API_KEY,
@@ -180,7 +181,7 @@ def proxy(ctx: Ctx, control: EmulatorControl, url: str) -> Outcome:
     count = 1_000
     _backlog(scenario, count, 2)
     page = "<html><body><form action=/login>Sign in to continue</form></body></html>"
-    control.set_faults(answer_override=AnswerOverrideSettings(status=200, body=page))
+    control.set_faults(answer_override=AnswerOverride(status=200, body=page))
     port = free_port()
     service = scenario.start(scenario.config(metrics__port=port), exit_when_idle_s=3)
     wait_until(lambda: len(_canvas_calls(control)) >= 1, 60, "a first request")

@@ -11,9 +11,8 @@ import pytest
 
 from consumer.braze.limits import MAX_REQUEST_BYTES
 from consumer.emulator import EmulatorControl, EmulatorControlError, RunningEmulator, start_emulator
-from consumer.emulator.faults import CANVAS_ARCHIVED
+from consumer.emulator.faults import CANVAS_ARCHIVED, AnswerOverride
 from consumer.emulator.server import is_loopback
-from consumer.emulator.wire import AnswerOverrideSettings
 
 KEY = "test-key-7f3a"
 SEND = {"canvas_id": "cv-1", "recipients": [{"external_user_id": "u-1"}]}
@@ -290,25 +289,25 @@ LOGIN_PAGE = "<html><body><form>Log in to the guest Wi-Fi</form></body></html>"
     ("override", "content_type", "content"),
     [
         pytest.param(
-            AnswerOverrideSettings(status=200, body=LOGIN_PAGE),
+            AnswerOverride(status=200, body=LOGIN_PAGE),
             "text/html; charset=utf-8",
             LOGIN_PAGE.encode(),
             id="200 login page",
         ),
         pytest.param(
-            AnswerOverrideSettings(status=302, body="<p>moved</p>"),
+            AnswerOverride(status=302, body="<p>moved</p>"),
             "text/html; charset=utf-8",
             b"<p>moved</p>",
             id="302 without Location",
         ),
         pytest.param(
-            AnswerOverrideSettings(status=502, body="Bad gateway: ü", content_type="text/plain"),
+            AnswerOverride(status=502, body="Bad gateway: ü", content_type="text/plain"),
             "text/plain",
             "Bad gateway: ü".encode(),
             id="502 text",
         ),
         pytest.param(
-            AnswerOverrideSettings(status=204, body="ignored"),
+            AnswerOverride(status=204, body="ignored"),
             "text/html; charset=utf-8",
             b"",
             id="204 has no body",
@@ -318,7 +317,7 @@ LOGIN_PAGE = "<html><body><form>Log in to the guest Wi-Fi</form></body></html>"
 def test_answer_override_over_http(
     client: httpx.Client,
     control: EmulatorControl,
-    override: AnswerOverrideSettings,
+    override: AnswerOverride,
     content_type: str,
     content: bytes,
 ) -> None:
@@ -351,7 +350,7 @@ def test_answer_override_over_http(
 def test_answer_override_turns_off(
     client: httpx.Client, control: EmulatorControl, turn_off: object
 ) -> None:
-    control.set_faults(answer_override=AnswerOverrideSettings(status=200, body=LOGIN_PAGE))
+    control.set_faults(answer_override=AnswerOverride(status=200, body=LOGIN_PAGE))
     control.set_faults(drop_next=0)  # other changes leave it in force
     assert client.post("/canvas/trigger/send", json=SEND).text == LOGIN_PAGE
     turn_off(control)  # type: ignore[operator]
