@@ -54,6 +54,7 @@ class _Message:
 
 # What a commit says: the offset, and the settled ranges above it.
 _State = tuple[int, SettledRanges]
+_UNREPORTED: _State = (-1, ())  # differs from every state: the next take_commits commits it
 
 
 @dataclass(slots=True)
@@ -193,6 +194,16 @@ class OffsetTracker:
                 commits[tp] = Commit(offset=offset, metadata=encode(offset, ranges))
         self._changed.clear()
         return commits
+
+    def recommit(self, tps: Iterable[TopicPartition]) -> None:
+        """The broker refused the last commit of `tps`: the next `take_commits` makes it again,
+        even if nothing settled since (a partition that has gone quiet would otherwise keep its
+        old committed offset until it is re-read)."""
+        for tp in tps:
+            part = self._parts.get(tp)
+            if part is not None:
+                part.reported = _UNREPORTED
+                self._changed[tp] = None
 
     @property
     def changed(self) -> bool:

@@ -187,6 +187,10 @@ class Pipeline:
     def take_commits(self) -> dict[TopicPartition, Commit]:
         return self._tracker.take_commits()
 
+    def recommit(self, tps: Collection[TopicPartition]) -> None:
+        """Commit `tps` again at the next commit: the broker refused their last one."""
+        self._tracker.recommit(tps)
+
     @property
     def commits_waiting(self) -> bool:
         """Whether some partition changed since `take_commits` (a commit may be due)."""

@@ -41,6 +41,10 @@ _COMMITTED_TIMEOUT_S = 10.0
 _MIN_COMMIT_GAP_S = 0.02
 _COMMIT_COST_FACTOR = 20
 _MAX_COMMIT_GAP_S = 0.25
+# A commit the broker refused (coordinator moving, broker restarting) is made again after this
+# long, with whatever settled meanwhile: a partition gone quiet must not keep its old offset.
+_COMMIT_RETRY_S = 1.0
+_FINAL_COMMIT_ATTEMPTS = 3  # on shutdown: then the events are re-read (and skipped) after restart
 _BUSY_POLL_S = 0.005  # results are waiting: come back for them almost at once
 _IDLE_POLL_S = 0.2
 _PROGRESS_INTERVAL_S = 60.0  # a quiet service still says it is alive
@@ -86,6 +90,7 @@ class ConsumerService:
         self._closing = False
         self._last_commit_s = 0.0
         self._commit_cost_gap_s = 0.0
+        self._commit_retry_at_s = 0.0  # no commit before this: the broker refused the last one
         self._committed: dict[TopicPartition, int] = {}  # what the lag is measured from
         self._watcher = watcher
         self._topics: frozenset[str] = frozenset()
@@ -190,6 +195,7 @@ class ConsumerService:
         self._commit_due(self._clock.monotonic_s())
         self._flow_control()
         messages = self._source.consume(_CONSUME_BATCH, self._poll_timeout_s())
+        self._take_commit_outcomes()
         for raw in messages:
             pipeline.handle(raw)
         self.publish_gauges()
@@ -206,8 +212,8 @@ class ConsumerService:
         if self.pipeline.busy:
             return _BUSY_POLL_S
         if self.pipeline.commits_waiting:
-            gap_s = self._commit_gap_s() - (self._clock.monotonic_s() - self._last_commit_s)
-            return min(_IDLE_POLL_S, max(0.0, gap_s))
+            due_s = max(self._last_commit_s + self._commit_gap_s(), self._commit_retry_at_s)
+            return min(_IDLE_POLL_S, max(0.0, due_s - self._clock.monotonic_s()))
         due_ms = self.pipeline.next_due_ms()
         if due_ms is None:
             return _IDLE_POLL_S
@@ -236,21 +242,45 @@ class ConsumerService:
         self._metrics.set_paused_partitions(len(self._assigned) if self._paused else 0)
 
     def _commit_due(self, now_s: float) -> None:
+        if now_s < self._commit_retry_at_s:
+            return
         if now_s - self._last_commit_s >= self._commit_gap_s():
             self._commit(asynchronous=True)
             self._last_commit_s = now_s
             spent_s = self._clock.monotonic_s() - now_s
             self._commit_cost_gap_s = min(_MAX_COMMIT_GAP_S, spent_s * _COMMIT_COST_FACTOR)
 
-    def _commit(self, *, asynchronous: bool) -> None:
-        self._commit_offsets(self.pipeline.take_commits(), asynchronous=asynchronous)
+    def _commit(self, *, asynchronous: bool) -> bool:
+        return self._commit_offsets(self.pipeline.take_commits(), asynchronous=asynchronous)
 
-    def _commit_offsets(self, commits: dict[TopicPartition, Commit], *, asynchronous: bool) -> None:
-        """Commit what is assigned; the lag is measured from what was committed."""
+    def _commit_offsets(self, commits: dict[TopicPartition, Commit], *, asynchronous: bool) -> bool:
+        """Commit what is assigned. What the broker refused is committed again later; the lag is
+        measured from what it acknowledged (`_take_commit_outcomes`)."""
         commits = {tp: c for tp, c in commits.items() if tp in self._assigned}
-        if commits and self._source.commit(commits, asynchronous=asynchronous):
-            self._metrics.committed(len(commits))
-            self._committed.update({tp: c.offset for tp, c in commits.items()})
+        if not commits or self._source.commit(commits, asynchronous=asynchronous):
+            return True
+        self._refused(list(commits))
+        return False
+
+    def _take_commit_outcomes(self) -> None:
+        """The broker's answers to earlier commits: acknowledged offsets count (metrics, lag);
+        refused partitions are committed again after `_COMMIT_RETRY_S`."""
+        refused: dict[TopicPartition, str] = {}
+        for outcome in self._source.take_commit_outcomes():
+            if outcome.acked:
+                self._metrics.committed(len(outcome.acked))
+            for tp, offset in outcome.acked.items():
+                if tp in self._assigned:
+                    self._committed[tp] = offset
+            refused.update(outcome.failed)
+        if refused:
+            first = next(iter(refused.values()))
+            log.warning("offset commit refused for %s: %s; retrying", _fmt(list(refused)), first)
+            self._refused(list(refused))
+
+    def _refused(self, tps: list[TopicPartition]) -> None:
+        self.pipeline.recommit([tp for tp in tps if tp in self._assigned])
+        self._commit_retry_at_s = self._clock.monotonic_s() + _COMMIT_RETRY_S
 
     def _lag(self) -> dict[TopicPartition, int]:
         """High watermark minus the committed offset (the low watermark before any commit): a
@@ -336,7 +366,11 @@ class ConsumerService:
         log.info("draining: %d events unsettled", self.pipeline.unsettled())
         self.pipeline.flush()
         settled = self.pipeline.settle(self._settings.drain_timeout_s)
-        self._commit(asynchronous=False)
+        for attempt in range(_FINAL_COMMIT_ATTEMPTS):
+            if self._commit(asynchronous=False):
+                break
+            log.warning("final offset commit refused (attempt %d)", attempt + 1)
+            threading.Event().wait(_COMMIT_RETRY_S)
         if not settled:
             log.warning(
                 "drain timeout: %d events unsettled; they will be re-read after restart",

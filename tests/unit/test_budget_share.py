@@ -297,6 +297,9 @@ class FakeSource:
     def commit(self, commits: dict[TopicPartition, Commit], *, asynchronous: bool) -> bool:
         return True
 
+    def take_commit_outcomes(self) -> list[Any]:
+        return []
+
     def pause(self, tps: Sequence[TopicPartition]) -> None:
         pass
 

@@ -524,3 +524,19 @@ def test_settled_ranges_cover_every_done_offset_and_no_unsettled_one(
                 assert not claimed, (each, ranges)
             elif first_open is not None and each > first_open and done:
                 assert claimed, (each, ranges)
+
+
+def test_a_refused_commit_is_made_again_though_nothing_settled_since() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    tracker.track(TP, 0, 1)
+    tracker.settle(TP, 0)
+    assert {tp: c.offset for tp, c in tracker.take_commits().items()} == {TP: 1}
+    assert tracker.take_commits() == {}  # nothing changed: nothing to commit
+    tracker.recommit([TP, TP1])  # TP1 is not tracked: a no-op
+    assert tracker.changed
+    assert {tp: c.offset for tp, c in tracker.take_commits().items()} == {TP: 1}
+    assert tracker.take_commits() == {}
+    tracker.forget([TP])
+    tracker.recommit([TP])  # revoked since: nothing to commit
+    assert tracker.take_commits() == {}
