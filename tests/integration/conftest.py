@@ -1,6 +1,8 @@
-"""Integration-test wiring: one real Kafka broker per test session (scripts/kafka-local).
+"""Integration-test wiring: one real Kafka broker per test session (scripts/kafka-local), and a
+Confluent-compatible Schema Registry (scripts/schema-registry-local) for the tests that ask.
 
 Set KAFKA_BOOTSTRAP_SERVERS to use a broker you run yourself instead; `restart()` is then skipped.
+Set SCHEMA_REGISTRY_URL (a Confluent-compatible base URL) to use a registry of your own likewise.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ PORT_LOW, PORT_HIGH = 39000, 39999
 # The first start of a fresh machine fetches the jars with Maven; later starts take seconds.
 START_TIMEOUT_S = 280.0
 STOP_TIMEOUT_S = 60.0
+SCHEMA_REGISTRY_LOCAL = REPO_ROOT / "scripts" / "schema-registry-local"
+# Apart from the brokers' range, so the two fixtures do not pick the same port.
+REGISTRY_PORT_LOW, REGISTRY_PORT_HIGH = 38000, 38999
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -148,6 +153,107 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
 def kafka_bootstrap(kafka_broker: KafkaBroker) -> str:
     """`host:port` of the session's broker, for `bootstrap.servers`."""
     return kafka_broker.bootstrap
+
+
+@dataclass(frozen=True)
+class LocalSchemaRegistry:
+    """A Schema Registry (Apicurio, in-memory storage) this session started; owns its port and
+    state dir.
+
+    Its storage lives in memory only: `stop()` loses every subject and schema, and after
+    `start()` (same port, same URL) the registry is empty and hands out schema ids from the
+    beginning again, so an old id may then name a different schema. A test that stops it
+    must register its schemas again, or use only what it fetched before the stop.
+    """
+
+    port: int
+    state_dir: Path
+
+    @property
+    def url(self) -> str:
+        """The Confluent-compatible API, for SchemaRegistryClient's `url`."""
+        return f"http://127.0.0.1:{self.port}/apis/ccompat/v7"
+
+    def start(self) -> None:
+        """Start it on its port (again); returns once it answers. No-op while it runs."""
+        self._run("start", START_TIMEOUT_S)
+
+    def stop(self) -> None:
+        """Idempotent (the script is), so a finally block and an atexit hook may both call it."""
+        self._run("stop", STOP_TIMEOUT_S)
+
+    def _run(self, command: str, timeout_s: float) -> None:
+        env = {
+            **os.environ,
+            "SCHEMA_REGISTRY_PORT": str(self.port),
+            "SCHEMA_REGISTRY_LOCAL_DIR": str(self.state_dir),
+            # Stops the registry even if this process is killed before any teardown runs.
+            "SCHEMA_REGISTRY_OWNER_PID": str(os.getpid()),
+        }
+        done = subprocess.run(
+            [str(SCHEMA_REGISTRY_LOCAL), command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"schema-registry-local {command} failed ({done.returncode}):\n{done.stderr}"
+            )
+
+
+@dataclass(frozen=True)
+class SchemaRegistry:
+    """What tests get: the registry's Confluent-compatible URL, and the local registry when
+    this session started it (None for SCHEMA_REGISTRY_URL: then tests cannot stop it)."""
+
+    url: str
+    local: LocalSchemaRegistry | None
+
+
+def _free_port(rng: random.Random) -> int:
+    for _ in range(100):
+        port = rng.randrange(REGISTRY_PORT_LOW, REGISTRY_PORT_HIGH)
+        if _bindable(port):
+            return port
+    raise RuntimeError(f"no free port in {REGISTRY_PORT_LOW}-{REGISTRY_PORT_HIGH}")
+
+
+def _start_local_registry(state_root: Path) -> LocalSchemaRegistry:
+    rng = random.Random()
+    for attempt in range(3):
+        local = LocalSchemaRegistry(_free_port(rng), state_root / f"attempt-{attempt}")
+        try:
+            local.start()
+        except RuntimeError as exc:
+            # Another process took the port between our check and the registry's bind: pick
+            # again (the script says so, or the log tail it prints does).
+            if "already in use" not in str(exc) or attempt == 2:
+                raise
+        else:
+            return local
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchemaRegistry]:
+    """The session's Schema Registry: SCHEMA_REGISTRY_URL if set, else one started here on the
+    first test that asks for it (sessions without such a test start none)."""
+    external = os.environ.get("SCHEMA_REGISTRY_URL")
+    if external:
+        yield SchemaRegistry(external.rstrip("/"), None)
+        return
+    local = _start_local_registry(tmp_path_factory.mktemp("schema-registry"))
+    # As for the broker: finally for failing tests, atexit for an interrupted session and
+    # SCHEMA_REGISTRY_OWNER_PID for a killed one.
+    atexit.register(local.stop)
+    try:
+        yield SchemaRegistry(local.url, local)
+    finally:
+        local.stop()
+        atexit.unregister(local.stop)
 
 
 @pytest.fixture
