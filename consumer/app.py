@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consumer import logs
 from consumer.batching import Batcher
@@ -42,6 +42,9 @@ from consumer.settings import (
     load_api_key,
     load_settings,
 )
+
+if TYPE_CHECKING:
+    from consumer.schemas.decoder import WireDecoder
 
 log = logging.getLogger("consumer")
 
@@ -164,8 +167,22 @@ def build_parts(loaded: Loaded, clock: Clock | None = None) -> Parts:
         metrics=metrics,
         clock=clock,
         settings=pipeline_settings(settings),
+        wire=wire_decoder(settings),
     )
     return Parts(metrics, client, producer, pipeline, clock)
+
+
+def wire_decoder(settings: Settings) -> WireDecoder | None:
+    """The Schema Registry decoder when `kafka.schema_registry.url` is set (its client is made
+    here; nothing is fetched until a record needs a schema). Raises ValueError on a bad setting
+    (an unreadable password file)."""
+    registry = settings.kafka.schema_registry
+    if registry.url is None:
+        return None
+    from consumer.schemas.decoder import WireDecoder  # noqa: PLC0415  # only with a registry
+    from consumer.schemas.registry import Registry  # noqa: PLC0415
+
+    return WireDecoder(Registry.from_settings(registry))
 
 
 def _key_source(settings: Settings) -> Callable[[], str] | None:
@@ -183,6 +200,8 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
         hold=braze.hold_policy(),
         guard=dead.guard_policy(),
         rejected_target_cooldown_s=braze.rejected_target_cooldown_s,
+        schema_retry_initial_s=settings.kafka.schema_registry.retry_initial_interval_s,
+        schema_retry_max_s=settings.kafka.schema_registry.retry_max_interval_s,
     )
 
 

@@ -153,6 +153,16 @@ class Metrics:
             "committed_offset", "The last offset committed.", ["topic", "partition"]
         )
         self._commits = self._counter("commits_total", "Offset commits acknowledged.")
+        self._schema_waiting = self._gauge(
+            "schema_registry_waiting_events",
+            "Events waiting for the Schema Registry (it failed to give their schema); none is "
+            "dead-lettered for it.",
+        )
+        self._schema_failures = self._counter(
+            "schema_registry_failures_total",
+            "Schema fetches that failed for the registry's fault (unreachable, timeout, 5xx, "
+            "401/403); the events wait and are retried.",
+        )
         self._offsets_committed = self._counter(
             "offsets_committed_total", "Partition offsets advanced by commits."
         )
@@ -250,6 +260,12 @@ class Metrics:
 
     def target_rejected(self, rule_id: str, target_id: str) -> None:
         self._target_rejections.labels(rule_id, target_id).inc()
+
+    def set_schema_waiting(self, events: int) -> None:
+        self._schema_waiting.set(events)
+
+    def schema_registry_failed(self) -> None:
+        self._schema_failures.inc()
 
     def committed(self, partitions: int) -> None:
         """One acknowledged commit that advanced `partitions` partition offsets."""

@@ -181,6 +181,22 @@ class OffsetTracker:
         _note(part, message)
         _release_prefix(part)
 
+    def retrack(self, tp: TopicPartition, offset: int, pending: int) -> None:
+        """A message tracked with one pending unit while it waited (for its schema) now has
+        `pending` units; 0 settles it. A partition no longer tracked is a no-op."""
+        if pending < 0:
+            raise ValueError(f"pending must be >= 0: {pending}")
+        part = self._parts.get(tp)
+        if part is None:
+            return
+        message = part.by_offset.get(offset)
+        if message is None or message.pending != 1:
+            raise ValueError(f"{tp}: offset {offset} is not waiting with one pending unit")
+        if pending == 0:
+            self.settle(tp, offset)
+        else:
+            message.pending = pending
+
     def take_commits(self) -> dict[TopicPartition, Commit]:
         """For each partition whose position or settled-beyond set changed since the last call:
         what to commit."""

@@ -20,6 +20,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from consumer.batching import Batch, Batcher
 from consumer.braze.client import RecipientResult
@@ -27,7 +28,7 @@ from consumer.braze.limits import MAX_RECIPIENT_BYTES, MAX_REQUEST_BYTES
 from consumer.clock import Clock, to_ms
 from consumer.deadletter import DeadLetter, Reason
 from consumer.dlq_writer import DeadLetterSink, DeadLetterWriter
-from consumer.events import DecodeError, RawMessage, decode
+from consumer.events import DecodeError, Event, RawMessage, SchemaWait, decode_any
 from consumer.guard import DeadLetterGuard, GuardPolicy
 from consumer.hold import Hold, HoldPolicy
 from consumer.intents import MappingFailure, RuleSkip, SendIntent
@@ -36,7 +37,11 @@ from consumer.offsets import Commit, OffsetTracker, TopicPartition
 from consumer.progress import SettledRanges
 from consumer.quarantine import TargetQuarantine
 from consumer.rules import RulesTable
+from consumer.schema_wait import SchemaWaits, WaitingEvent
 from consumer.sending import BatchSender, Dispatcher, Finished
+
+if TYPE_CHECKING:
+    from consumer.schemas.decoder import WireDecoder
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,9 @@ class PipelineSettings:
     hold: HoldPolicy = field(default_factory=HoldPolicy)
     guard: GuardPolicy = field(default_factory=GuardPolicy)
     rejected_target_cooldown_s: float = 600.0
+    # While the Schema Registry fails: first and longest wait before decoding again.
+    schema_retry_initial_s: float = 1.0
+    schema_retry_max_s: float = 30.0
 
 
 @dataclass(slots=True)
@@ -111,6 +119,7 @@ class Pipeline:
         clock: Clock,
         settings: PipelineSettings = PipelineSettings(),
         on_wait: Callable[[], None] = lambda: None,  # runs during long waits (liveness)
+        wire: WireDecoder | None = None,  # Schema Registry records; None: no registry configured
     ) -> None:
         self.rules = rules
         self.rules_version = rules_version
@@ -129,6 +138,8 @@ class Pipeline:
         self._quarantine = TargetQuarantine(settings.rejected_target_cooldown_s)
         self._generations: dict[TopicPartition, int] = {}
         self._max_event_bytes = settings.max_event_bytes
+        self._wire = wire
+        self._waits = SchemaWaits(settings.schema_retry_initial_s, settings.schema_retry_max_s)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -159,6 +170,7 @@ class Pipeline:
         """Forget partitions without a commit (lost, or after `revoke`)."""
         gone = set(tps)
         self._tracker.forget(gone)
+        self._waits.drop(gone)
         for tp in gone:
             self._generations[tp] = self._generations.get(tp, 0) + 1  # late results are ignored
         self._sends.drop_where(lambda ticket: ticket.tp in gone)
@@ -291,9 +303,35 @@ class Pipeline:
             letter = DeadLetter(raw, Reason.TOO_LARGE, error)
             self._dead_letter(letter, self._ticket(raw, tp, offset))
             return
-        decoded = decode(raw, kafka_namespace=self.rules.conditions_read_kafka)
-        if isinstance(decoded, DecodeError):
+        waits = self._waits
+        if waits.count and waits.holds(tp):  # behind an event waiting for its schema
             tracker.track(tp, offset, 1, size, meta.timestamp_ms)
+            waits.add(tp, WaitingEvent(raw, offset, only_rule))
+            self._metrics.set_schema_waiting(waits.count)
+            return
+        decoded = decode_any(raw, self._wire, kafka_namespace=self.rules.conditions_read_kafka)
+        if isinstance(decoded, SchemaWait):
+            tracker.track(tp, offset, 1, size, meta.timestamp_ms)
+            self._wait_for_schema(tp, WaitingEvent(raw, offset, only_rule), decoded.detail)
+            return
+        self._process(decoded, tp, offset, size, only_rule, tracked=False)
+
+    def _process(
+        self,
+        decoded: Event | DecodeError,
+        tp: TopicPartition,
+        offset: int,
+        size: int,
+        only_rule: str | None,
+        *,
+        tracked: bool,  # already tracked with one pending unit (it waited for its schema)
+    ) -> None:
+        raw = decoded.raw
+        timestamp_ms = raw.meta.timestamp_ms
+        tracker = self._tracker
+        if isinstance(decoded, DecodeError):
+            if not tracked:
+                tracker.track(tp, offset, 1, size, timestamp_ms)
             letter = DeadLetter(raw, decoded.reason, decoded.detail)
             self._dead_letter(letter, self._ticket(raw, tp, offset))
             return
@@ -301,17 +339,65 @@ class Pipeline:
         if only_rule is not None:
             outcomes = [o for o in outcomes if o.rule_id == only_rule]
         if not outcomes:  # most events of a busy topic: no ticket, nothing to settle later
-            tracker.track(tp, offset, 0, size, meta.timestamp_ms)
+            if tracked:
+                tracker.retrack(tp, offset, 0)
+            else:
+                tracker.track(tp, offset, 0, size, timestamp_ms)
             self._count_skip("-", "no_match")
             return
         units = 0
         for outcome in outcomes:
             if not isinstance(outcome, RuleSkip):
                 units += 1
-        tracker.track(tp, offset, units, size, meta.timestamp_ms)
+        if tracked:
+            tracker.retrack(tp, offset, units)
+        else:
+            tracker.track(tp, offset, units, size, timestamp_ms)
         ticket = self._ticket(raw, tp, offset)
         for outcome in outcomes:
             self._route(outcome, ticket)
+
+    # -- events waiting for the Schema Registry --------------------------------------------------
+
+    @property
+    def waiting_for_schema(self) -> int:
+        """Events waiting for the Schema Registry (unsettled, in order per partition)."""
+        return self._waits.count
+
+    def _wait_for_schema(self, tp: TopicPartition, event: WaitingEvent, error: str) -> None:
+        first = not self._waits.count
+        self._waits.add(tp, event)
+        self._waits.failed(self._clock.monotonic_s(), error)
+        self._metrics.schema_registry_failed()
+        self._metrics.set_schema_waiting(self._waits.count)
+        if first:
+            log.warning(
+                "waiting for the schema registry (%s): events of %s[%d] wait from offset %d; "
+                "nothing is dead-lettered, retrying",
+                error,
+                tp[0],
+                tp[1],
+                event.offset,
+            )
+
+    def _retry_schema_waits(self) -> None:
+        """Decode the waiting events again, oldest first per partition; stop at the first that
+        still cannot get its schema (the registry still fails: back off further)."""
+        waits = self._waits
+        for tp in waits:
+            while (event := waits.head(tp)) is not None:
+                decoded = decode_any(
+                    event.raw, self._wire, kafka_namespace=self.rules.conditions_read_kafka
+                )
+                if isinstance(decoded, SchemaWait):
+                    waits.failed(self._clock.monotonic_s(), decoded.detail)
+                    self._metrics.schema_registry_failed()
+                    self._metrics.set_schema_waiting(waits.count)
+                    return
+                waits.pop(tp)
+                self._process(decoded, tp, event.offset, 0, event.only_rule, tracked=True)
+        self._metrics.set_schema_waiting(waits.count)
+        log.info("the schema registry answers again: every waiting event decoded")
 
     def _ticket(self, raw: RawMessage, tp: TopicPartition, offset: int) -> Ticket:
         return Ticket(raw, tp, offset, self._generations.get(tp, 0), self.rules_version)
@@ -361,6 +447,8 @@ class Pipeline:
         """Settle finished requests (waiting up to `wait_s` for one), deliver dead-letter
         acknowledgements, send the partial batches that are due, and probe Braze when held."""
         self.publish_counts()
+        if self._waits.due(self._clock.monotonic_s()):
+            self._retry_schema_waits()
         for finished in self._sends.collect(wait_s):
             self._finish(finished)
         self._dlq.service()

@@ -9,6 +9,9 @@ from enum import StrEnum
 
 class Reason(StrEnum):
     INVALID_JSON = "invalid_json"
+    # A Schema Registry record (Confluent wire format) whose schema id the registry does not know,
+    # or whose bytes do not decode with their schema; or no registry is configured.
+    INVALID_PAYLOAD = "invalid_payload"
     MAPPING_ERROR = "mapping_error"
     TOO_LARGE = "too_large"
     BRAZE_REJECTED = "braze_rejected"

@@ -87,6 +87,52 @@ def _ms_to_s(value: object) -> object:
     return value
 
 
+class SchemaRegistrySettings(_Section):
+    """A Confluent-compatible Schema Registry: values (and keys) in the Confluent wire format
+    (byte 0, a 4-byte schema id, the payload) are decoded with the schema it serves by id."""
+
+    # Base URL of the Confluent-compatible API (Apicurio: .../apis/ccompat/v7). None: no
+    # registry; a wire-format event then waits (held) until one is configured.
+    url: str | None = None
+    basic_auth_user: str | None = None
+    # The password is read from this file, never from the YAML; it is never logged.
+    basic_auth_password_file: Path | None = None
+    ssl_ca_location: Path | None = None  # CA bundle to verify the registry's certificate
+    ssl_certificate_location: Path | None = None  # client certificate (mutual TLS)
+    ssl_key_location: Path | None = None  # its private key
+    # One request to the registry (a schema fetch blocks the consumer loop this long at most).
+    timeout_s: float = Field(5.0, gt=0, le=60)
+    # While the registry cannot be reached: first and longest wait before trying again.
+    retry_initial_interval_s: float = Field(1.0, gt=0, le=3_600)
+    retry_max_interval_s: float = Field(30.0, gt=0, le=3_600)
+    # http:// sends the basic-auth password in clear text: only to a loopback host unless set.
+    allow_insecure_http: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http://)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SchemaRegistrySettings:
+        if (self.basic_auth_user is None) != (self.basic_auth_password_file is None):
+            raise ValueError("basic_auth_user and basic_auth_password_file go together")
+        if self.ssl_key_location is not None and self.ssl_certificate_location is None:
+            raise ValueError("ssl_key_location needs ssl_certificate_location")
+        url = self.url or ""
+        clear_text = url.startswith("http://") and not _is_loopback(urlsplit(url).hostname or "")
+        if clear_text and self.basic_auth_user and not self.allow_insecure_http:
+            raise ValueError(
+                "http:// would send the registry password in clear text: use https://, or "
+                "set kafka.schema_registry.allow_insecure_http: true"
+            )
+        return self
+
+
 class KafkaSettings(_Section):
     _MS_ALIASES = {
         "session_timeout_ms": "session_timeout_s",
@@ -108,6 +154,7 @@ class KafkaSettings(_Section):
     # the pod's limit; a `client:` entry of the same name wins.
     prefetch_kbytes: int = Field(16_384, ge=1_024, le=2_097_151)
     client: dict[str, ClientValue] = Field(default_factory=dict)
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
 
     @field_validator("client")
     @classmethod
@@ -352,6 +399,14 @@ def _forbidden_secret_keys(path: Path, data: dict[str, object], lines: LineIndex
             f"{path}:{line}: braze.api_key: the API key never goes in the YAML; "
             f"use {API_KEY_ENV} or braze.api_key_file"
         ]
+    kafka = data.get("kafka")
+    registry = kafka.get("schema_registry") if isinstance(kafka, dict) else None
+    if isinstance(registry, dict) and "basic_auth_password" in registry:
+        line = lines.line_of(("kafka", "schema_registry", "basic_auth_password"))
+        return [
+            f"{path}:{line}: kafka.schema_registry.basic_auth_password: the password never goes "
+            "in the YAML; use kafka.schema_registry.basic_auth_password_file"
+        ]
     return []
 
 
@@ -373,10 +428,14 @@ def _apply_env(
             problems.append(f"{name}: expected {ENV_PREFIX}<SECTION>__<KEY>")
             continue
         if len(parts) == 3:
-            if parts[:2] != ["kafka", "client"]:
-                problems.append(f"{name}: only KAFKA__CLIENT__<PROPERTY> has three parts")
+            if parts[:2] == ["kafka", "client"]:
+                parts[2] = parts[2].replace("_", ".")
+            elif parts[:2] != ["kafka", "schema_registry"]:
+                problems.append(
+                    f"{name}: only KAFKA__CLIENT__<PROPERTY> and KAFKA__SCHEMA_REGISTRY__<KEY> "
+                    "have three parts"
+                )
                 continue
-            parts[2] = parts[2].replace("_", ".")
         node: object = data
         for depth in range(1, len(parts)):
             section = tuple(parts[:depth])

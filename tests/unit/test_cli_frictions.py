@@ -88,8 +88,8 @@ def test_an_unknown_reason_is_refused_listing_the_known_ones(
     assert (code, out) == (2, "")
     assert err.splitlines()[-1] == (
         "braze-consumer dlq replay: error: argument --reason: unknown reason 'mapping_errr'"
-        " (did you mean mapping_error? known: invalid_json, mapping_error, too_large,"
-        " braze_rejected; from older versions: retries_exhausted)"
+        " (did you mean mapping_error? known: invalid_json, invalid_payload, mapping_error,"
+        " too_large, braze_rejected; from older versions: retries_exhausted)"
     )
 
 

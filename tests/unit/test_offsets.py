@@ -540,3 +540,21 @@ def test_a_refused_commit_is_made_again_though_nothing_settled_since() -> None:
     tracker.forget([TP])
     tracker.recommit([TP])  # revoked since: nothing to commit
     assert tracker.take_commits() == {}
+
+
+def test_retrack_gives_a_waiting_message_its_real_units() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    tracker.track(TP, 0, 1)  # waits for its schema
+    tracker.track(TP, 1, 1)
+    tracker.retrack(TP, 0, 2)  # decoded: two intents
+    tracker.settle(TP, 0)
+    assert tracker.committable(TP) is None
+    tracker.settle(TP, 0)
+    assert tracker.committable(TP) == 1
+    tracker.retrack(TP, 1, 0)  # decoded: nothing to do
+    assert tracker.committable(TP) == 2
+    with pytest.raises(ValueError, match="not waiting"):
+        tracker.retrack(TP, 1, 1)
+    tracker.forget([TP])
+    tracker.retrack(TP, 5, 1)  # revoked since: a no-op

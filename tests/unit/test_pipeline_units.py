@@ -28,12 +28,15 @@ from consumer.events import KafkaMeta, RawMessage
 from consumer.guard import GuardPolicy
 from consumer.hold import HoldPolicy
 from consumer.intents import BatchKey
-from consumer.json_types import JSONObject
+from consumer.json_types import JSONObject, JSONValue
 from consumer.metrics import Metrics
 from consumer.offsets import Commit, OffsetTracker, TopicPartition
 from consumer.pipeline import HaltError, Pipeline, PipelineSettings, PipelineStats, Ticket
 from consumer.progress import decode
 from consumer.rules import load_rules_text
+from consumer.schemas import wire
+from consumer.schemas.decoder import UndecodableError
+from consumer.schemas.registry import RegistryUnavailableError, SchemaInfo
 
 TP: TopicPartition = ("t", 0)
 TP1: TopicPartition = ("t", 1)
@@ -228,6 +231,7 @@ def make() -> Iterator[Callable[..., Harness]]:
         guard: GuardPolicy | None = None,
         cooldown_s: float = 600.0,
         warm: bool = True,
+        wire: object = None,
     ) -> Harness:
         sender, sink, clock, metrics = FakeSender(), FakeDeadLetters(), ManualClock(), Metrics()
         tracker = OffsetTracker()
@@ -246,6 +250,7 @@ def make() -> Iterator[Callable[..., Harness]]:
             metrics=metrics,
             clock=clock,
             settings=settings,
+            wire=wire,  # type: ignore[arg-type]  # a fake WireDecoder
         )
         pipeline.assign([TP, TP1])
         harness = Harness(pipeline, tracker, sender, sink, clock, metrics)
@@ -945,3 +950,124 @@ def test_a_lost_partition_does_not_take_others_events_down_with_it(
     h.drain()
     assert [r for _, rs in h.sender.calls for r in rs] == [{"external_user_id": "u-kept"}]
     assert h.position == 1
+
+
+# -- Schema Registry records: the registry's failure waits, the event's is a dead letter --------
+# A fake wire decoder stands for the registry (the real one: integration test_schema_events.py).
+
+INFO = SchemaInfo(id=7, type="AVRO", subject="t-value", version=1)
+
+
+class FakeWire:
+    """Decodes `frame(7, json)`; fails as the registry would while `down`."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.calls = 0
+
+    def decode(self, data: bytes, topic: str, is_key: bool = False) -> tuple[JSONValue, SchemaInfo]:
+        self.calls += 1
+        if self.down:
+            raise RegistryUnavailableError("schema id 7: ConnectError: connection refused")
+        if data[wire.HEADER_BYTES :] == b"bad":
+            raise UndecodableError("AVRO schema 7: bytes do not decode")
+        return json.loads(data[wire.HEADER_BYTES :]), INFO
+
+
+def record(document: dict[str, object]) -> bytes:
+    return wire.frame(7, json.dumps(document).encode())
+
+
+def test_a_record_decodes_with_its_schema_and_is_sent(make: Callable[..., Harness]) -> None:
+    fake = FakeWire()
+    h = make(wire=fake)
+    h.handle(value=record({"type": "one", "user": "u-1"}))
+    h.drain()
+    assert [r for _, r in h.sender.calls] == [[{"external_user_id": "u-1"}]]
+    assert h.position == 1
+
+
+def test_the_registry_down_makes_events_wait_in_order_and_loses_nothing(
+    make: Callable[..., Harness],
+) -> None:
+    fake = FakeWire()
+    h = make(wire=fake)
+    fake.down = True
+    h.handle(value=record({"type": "one", "user": "u-1"}))  # offset 0: waits for its schema
+    h.handle({"type": "one", "user": "u-2"})  # offset 1, plain JSON: waits behind it
+    h.handle({"type": "one", "user": "u-3"}, tp=TP1)  # another partition goes on
+    h.drain()
+    assert [r for _, r in h.sender.calls] == [[{"external_user_id": "u-3"}]]
+    assert h.sink.written == []
+    assert h.pipeline.waiting_for_schema == 2
+    assert h.position is None
+    assert h.sample("schema_registry_waiting_events") == 2
+    # Retries back off: 1 s, then 2 s.
+    h.clock.advance(1.0)
+    h.pipeline.tick()
+    assert fake.calls == 2
+    h.clock.advance(1.0)
+    h.pipeline.tick()
+    assert fake.calls == 2  # not yet: the next wait is 2 s
+    fake.down = False
+    h.clock.advance(1.0)
+    h.pipeline.tick()
+    h.drain()
+    users = [r[0]["external_user_id"] for _, r in h.sender.calls]
+    assert users == ["u-3", "u-1", "u-2"]  # u-1 before u-2: the partition's order kept
+    assert h.sink.written == []
+    assert h.pipeline.waiting_for_schema == 0
+    assert h.position == 2
+    assert h.sample("schema_registry_failures_total") == 2
+
+
+def test_a_waiting_event_that_matches_nothing_settles_once_decoded(
+    make: Callable[..., Harness],
+) -> None:
+    fake = FakeWire()
+    h = make(wire=fake)
+    fake.down = True
+    h.handle(value=record({"type": "nothing-matches"}))
+    fake.down = False
+    h.clock.advance(1.0)
+    h.pipeline.tick()
+    assert h.position == 1
+    assert h.sender.calls == []
+
+
+def test_undecodable_bytes_are_an_invalid_payload_dead_letter(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(wire=FakeWire())
+    value = wire.frame(7, b"bad")
+    h.handle(value=value)
+    [letter] = h.sink.written
+    assert (letter.reason, letter.rule_id) == ("invalid_payload", "-")
+    assert "do not decode" in letter.error
+    assert letter.raw.value == value  # the original bytes, unchanged
+    h.pipeline.tick()
+    assert h.position == 1
+
+
+def test_a_record_without_a_configured_registry_is_dead_lettered(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    h.handle(value=record({"type": "one", "user": "u-1"}))
+    [letter] = h.sink.written
+    assert letter.reason == "invalid_payload"
+    assert "no kafka.schema_registry.url is set" in letter.error
+
+
+def test_losing_a_partition_drops_its_waiting_events(make: Callable[..., Harness]) -> None:
+    fake = FakeWire()
+    h = make(wire=fake)
+    fake.down = True
+    h.handle(value=record({"type": "one", "user": "u-1"}))
+    h.pipeline.lose([TP])
+    assert h.pipeline.waiting_for_schema == 0
+    fake.down = False
+    h.clock.advance(60)
+    h.pipeline.tick()
+    h.drain()
+    assert h.sender.calls == []  # the next owner reads it again

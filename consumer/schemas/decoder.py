@@ -1,0 +1,170 @@
+"""A wire-format value (or key) to the JSON value the rules read, and its schema's identity.
+
+Avro and JSON Schema go through confluent-kafka's own `AvroDeserializer` and `JSONDeserializer`
+(JSON Schema validation on). Its `ProtobufDeserializer` needs the message class generated for
+the topic at build time, which a generic consumer cannot have; so the Protobuf path uses the same
+pieces of confluent-kafka that deserializer is made of (the framing with its message indexes,
+the schema fetched by id in the serialized form, the descriptor pool with its references) and
+builds the message class from the writer's schema at run time.
+
+Failures: `RegistryUnavailableError` (the registry's or the deployment's fault: the event waits) or
+`UndecodableError` (the event's: a dead letter `invalid_payload` with the registry's or decoder's
+message).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry._sync.protobuf import _resolve_named_schema
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.schema_registry.common._httpx_compat import httpx
+from confluent_kafka.schema_registry.common.protobuf import _init_pool, _str_to_proto
+from confluent_kafka.schema_registry.common.serde import SchemaId
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.schema_registry.json_schema import JSONDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.descriptor_pool import DescriptorPool
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
+
+from consumer.json_types import JSONValue
+from consumer.schemas import wire
+from consumer.schemas.registry import (
+    Registry,
+    RegistryUnavailableError,
+    SchemaInfo,
+    UnknownSchemaError,
+    describe,
+)
+from consumer.schemas.to_json import avro_to_json, proto_to_json
+
+
+class UndecodableError(Exception):
+    """The bytes do not decode with their schema, or name a schema the registry does not have."""
+
+
+def subject_of(topic: str, is_key: bool) -> str:
+    """TopicNameStrategy: `<topic>-value` (or `-key`)."""
+    return f"{topic}-{'key' if is_key else 'value'}"
+
+
+class WireDecoder:
+    """Decodes wire-format values through one registry; schemas are fetched once per id."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        client = registry.client
+        self._avro = AvroDeserializer(client)
+        self._json = JSONDeserializer(None, schema_registry_client=client)
+        self._protobuf = _ProtobufReader(client)
+
+    def decode(self, data: bytes, topic: str, is_key: bool = False) -> tuple[JSONValue, SchemaInfo]:
+        """The decoded value as JSON and its schema's identity. Raises `RegistryUnavailableError`
+        or `UndecodableError`; never anything else."""
+        schema_id = wire.schema_id(data)
+        if schema_id is None:
+            raise UndecodableError(
+                f"{len(data)} bytes: too short for the wire format (0x00 and a 4-byte schema id)"
+            )
+        subject = subject_of(topic, is_key)
+        try:
+            info = self.registry.info(schema_id, subject)
+        except UnknownSchemaError as exc:
+            raise UndecodableError(str(exc)) from None
+        ctx = SerializationContext(topic, MessageField.KEY if is_key else MessageField.VALUE)
+        try:
+            return self._decode(info, data, ctx), info
+        except (RegistryUnavailableError, UndecodableError):
+            raise
+        except SchemaRegistryError as exc:
+            # A fetch the deserializer made itself (a reference, the schema in another format).
+            if exc.http_status_code == 404 and exc.error_code in (40401, 40402, 40403):
+                raise UndecodableError(f"schema {schema_id}: {describe(exc)}") from None
+            raise RegistryUnavailableError(f"schema {schema_id}: {describe(exc)}") from None
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailableError(
+                f"schema {schema_id}: {type(exc).__name__}: {exc}"
+            ) from None
+        except Exception as exc:  # the decoders raise anything on hostile bytes
+            text = str(exc) or type(exc).__name__
+            raise UndecodableError(f"{info.type} schema {schema_id}: {text[:300]}") from None
+
+    def _decode(self, info: SchemaInfo, data: bytes, ctx: SerializationContext) -> JSONValue:
+        if info.type == "AVRO":
+            return avro_to_json(self._avro(data, ctx))
+        if info.type == "JSON":
+            value: JSONValue = self._json(data, ctx)
+            return value
+        if info.type == "PROTOBUF":
+            return proto_to_json(self._protobuf.read(data, ctx))
+        raise UndecodableError(f"schema {info.id} is of type {info.type}, which is not supported")
+
+
+class _ProtobufReader:
+    """A Protobuf message of the writer's schema, its class built from the registry's schema."""
+
+    def __init__(self, client: SchemaRegistryClient) -> None:
+        self._client = client
+        self._classes: dict[tuple[int, tuple[int, ...]], type[Message]] = {}
+        self._pools: dict[int, list[Descriptor]] = {}
+        self._lock = threading.Lock()
+
+    def read(self, data: bytes, ctx: SerializationContext) -> Message:
+        schema_id = SchemaId("PROTOBUF")
+        payload = schema_id.from_bytes(io.BytesIO(data))
+        if schema_id.id is None:
+            raise UndecodableError("no schema id in the framing")
+        indexes = tuple(schema_id.message_indexes or [0])
+        key = (schema_id.id, indexes)
+        message_class = self._classes.get(key)
+        if message_class is None:
+            message_class = self._message_class(schema_id.id, indexes, ctx)
+            self._classes[key] = message_class
+        message = message_class()
+        message.ParseFromString(payload.read())
+        return message
+
+    def _message_class(
+        self, schema_id: int, indexes: tuple[int, ...], ctx: SerializationContext
+    ) -> type[Message]:
+        top = self._pools.get(schema_id)
+        if top is None:
+            subject = subject_of(ctx.topic or "", ctx.field == MessageField.KEY)
+            schema: Schema = self._client.get_schema(schema_id, subject, "serialized")
+            top = protobuf_messages(self._client, schema)
+            self._pools[schema_id] = top
+        message_class: type[Message] = GetMessageClass(_message_descriptor(top, indexes))
+        return message_class
+
+
+def protobuf_messages(client: SchemaRegistryClient, schema: Schema) -> list[Descriptor]:
+    """The top-level message descriptors (in declaration order) of a Protobuf schema the
+    registry served in the serialized form (`fmt="serialized"`), its references resolved."""
+    if schema.schema_str is None:
+        raise UndecodableError("the registry's Protobuf schema has no text")
+    pool = DescriptorPool()
+    _init_pool(pool)
+    _resolve_named_schema(schema, client, pool)
+    file_proto = _str_to_proto("default", schema.schema_str)
+    pool.Add(file_proto)
+    prefix = f"{file_proto.package}." if file_proto.package else ""
+    return [pool.FindMessageTypeByName(prefix + m.name) for m in file_proto.message_type]
+
+
+def _message_descriptor(top: list[Descriptor], indexes: tuple[int, ...]) -> Descriptor:
+    """The message the framing's indexes name: the first index among the file's top-level
+    messages (in declaration order), each next one among the nested messages of the last."""
+    messages = top
+    descriptor: Descriptor | None = None
+    for index in indexes:
+        if index < 0 or index >= len(messages):
+            raise UndecodableError(f"message index {index} out of range ({len(messages)} messages)")
+        descriptor = messages[index]
+        messages = list(descriptor.nested_types)
+    if descriptor is None:
+        raise UndecodableError("no message index")
+    return descriptor
