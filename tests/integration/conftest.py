@@ -157,13 +157,9 @@ def kafka_bootstrap(kafka_broker: KafkaBroker) -> str:
 
 @dataclass(frozen=True)
 class LocalSchemaRegistry:
-    """A Schema Registry (Apicurio, in-memory storage) this session started; owns its port and
-    state dir.
-
-    Its storage lives in memory only: `stop()` loses every subject and schema, and after
-    `start()` (same port, same URL) the registry is empty and hands out schema ids from the
-    beginning again, so an old id may then name a different schema. A test that stops it
-    must register its schemas again, or use only what it fetched before the stop.
+    """A Schema Registry (Apicurio, H2 storage in its state dir) this session started; owns its
+    port and state dir. `stop(keep_data=True)` then `start(keep_data=True)` is a restart that
+    keeps every schema under its id; a plain `stop()` deletes them.
     """
 
     port: int
@@ -174,19 +170,20 @@ class LocalSchemaRegistry:
         """The Confluent-compatible API, for SchemaRegistryClient's `url`."""
         return f"http://127.0.0.1:{self.port}/apis/ccompat/v7"
 
-    def start(self) -> None:
+    def start(self, keep_data: bool = False) -> None:
         """Start it on its port (again); returns once it answers. No-op while it runs."""
-        self._run("start", START_TIMEOUT_S)
+        self._run("start", START_TIMEOUT_S, keep_data)
 
-    def stop(self) -> None:
+    def stop(self, keep_data: bool = False) -> None:
         """Idempotent (the script is), so a finally block and an atexit hook may both call it."""
-        self._run("stop", STOP_TIMEOUT_S)
+        self._run("stop", STOP_TIMEOUT_S, keep_data)
 
-    def _run(self, command: str, timeout_s: float) -> None:
+    def _run(self, command: str, timeout_s: float, keep_data: bool) -> None:
         env = {
             **os.environ,
             "SCHEMA_REGISTRY_PORT": str(self.port),
             "SCHEMA_REGISTRY_LOCAL_DIR": str(self.state_dir),
+            "SCHEMA_REGISTRY_KEEP_DATA": "1" if keep_data else "0",
             # Stops the registry even if this process is killed before any teardown runs.
             "SCHEMA_REGISTRY_OWNER_PID": str(os.getpid()),
         }
