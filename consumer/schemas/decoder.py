@@ -149,7 +149,14 @@ def protobuf_messages(client: SchemaRegistryClient, schema: Schema) -> list[Desc
     pool = DescriptorPool()
     _init_pool(pool)
     _resolve_named_schema(schema, client, pool)
-    file_proto = _str_to_proto("default", schema.schema_str)
+    try:
+        file_proto = _str_to_proto("default", schema.schema_str)
+    except Exception as exc:  # a SerializationError, or binascii's on text
+        raise UndecodableError(
+            "the registry served this Protobuf schema as .proto text, not in the serialized form "
+            "(a base64 FileDescriptorProto) that can be read without protoc; Confluent Schema "
+            f"Registry serves every schema so, Apicurio only those registered so ({exc})"
+        ) from None
     pool.Add(file_proto)
     prefix = f"{file_proto.package}." if file_proto.package else ""
     return [pool.FindMessageTypeByName(prefix + m.name) for m in file_proto.message_type]
