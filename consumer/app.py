@@ -132,6 +132,7 @@ class Parts:
     producer: DeadLetterProducer
     pipeline: Pipeline
     clock: Clock
+    wire: WireDecoder | None = None
 
     def close(self, summary_path: Path | None = None) -> None:
         left = self.producer.flush(10.0)
@@ -155,6 +156,7 @@ def build_parts(loaded: Loaded, clock: Clock | None = None) -> Parts:
         key_source=_key_source(settings),
     )
     producer = DeadLetterProducer(kafka_producer_config(settings), settings.kafka.dead_letter_topic)
+    wire = wire_decoder(settings)
     pipeline = Pipeline(
         rules=loaded.rules,
         rules_version=loaded.rules_version,
@@ -167,9 +169,28 @@ def build_parts(loaded: Loaded, clock: Clock | None = None) -> Parts:
         metrics=metrics,
         clock=clock,
         settings=pipeline_settings(settings),
-        wire=wire_decoder(settings),
+        wire=wire,
     )
-    return Parts(metrics, client, producer, pipeline, clock)
+    return Parts(metrics, client, producer, pipeline, clock, wire)
+
+
+def check_rules_against_registry(rules: Path, wire: WireDecoder) -> None:
+    """`rules check --schema-registry` at start: each problem is a warning (the rules are valid;
+    a schema may lag behind or run ahead of them), never a reason not to start."""
+    from consumer.rules import schema_check  # noqa: PLC0415  # only with a registry
+    from consumer.schemas.registry import RegistryUnavailableError  # noqa: PLC0415
+
+    def latest(subject: str) -> schema_check.SubjectSchema | None:
+        return schema_check.subject_shape(wire.registry, subject)
+
+    try:
+        problems = schema_check.check_rules_against_schemas([rules], latest)
+    except (RegistryUnavailableError, schema_check.SchemaCheckError) as exc:
+        log.warning("rules not checked against the schema registry: %s", exc)
+        return
+    for problem in problems:
+        log.warning("rules against the schema registry: %s", problem)
+    log.info("rules checked against the schema registry: %d problem(s)", len(problems))
 
 
 def wire_decoder(settings: Settings) -> WireDecoder | None:
@@ -244,6 +265,8 @@ def run_service(
             return _cannot_start(f"metrics port {settings.metrics.port}: {exc.strerror or exc}")
         return _cannot_start(str(exc))
     parts.pipeline.on_wait = service.publish_gauges
+    if parts.wire is not None:
+        check_rules_against_registry(settings.rules, parts.wire)
     install_signal_handlers(service.stop)
     code = 1
     try:

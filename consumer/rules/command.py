@@ -47,6 +47,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     check = commands.add_parser("check", help="validate rule files; list every problem")
     check.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="file or folder")
+    check.add_argument(
+        "--schema-registry",
+        metavar="URL",
+        help="also check each rule against the latest schema of its topics' <topic>-value"
+        " subjects (Confluent-compatible API, e.g. .../apis/ccompat/v7)",
+    )
+    check.add_argument("--schema-registry-user", metavar="USER", help="basic-auth user")
+    check.add_argument(
+        "--schema-registry-password-file", type=Path, metavar="FILE", help="its password"
+    )
     check.set_defaults(handler=run_check)
     preview = commands.add_parser(
         "preview", help="print the Braze request each event (JSON lines) would produce"
@@ -79,13 +89,75 @@ def run_check(args: argparse.Namespace) -> int:
         names = [str(file) for file in expand_rule_paths(paths)[0]]
         _print_problems(exc, warnings, names)
         return EXIT_INVALID
+    schemas: dict[str, bool] = {}  # subject -> whether the registry has it
+    if args.schema_registry is not None:
+        try:
+            problems, schemas = _schema_problems(args, paths)
+        except _CannotCheckError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if problems:
+            names = [str(file) for file in expand_rule_paths(paths)[0]]
+            _print_problems(RulesError(problems), warnings, names)
+            return EXIT_INVALID
     for warning in warnings:
         print(warning)
+    for subject in (subject for subject, found in schemas.items() if not found):
+        print(
+            f"info: the schema registry has no subject {subject}: events of topic"
+            f" {subject.removesuffix('-value')} are taken as JSON, not checked against a schema"
+        )
     files = len(expand_rule_paths(paths)[0])
     rules = len(table.rule_ids)
     summary = f"ok: {rules} rule{'s' * (rules != 1)} in {files} file{'s' * (files != 1)}"
+    if args.schema_registry is not None:
+        summary += f", {_count(sum(schemas.values()), 'schema')} checked"
     print(summary + (f", {_count(len(warnings), 'warning')}" if warnings else ""))
     return EXIT_OK
+
+
+class _CannotCheckError(Exception):
+    """The schema check could not run: bad registry options, or the registry cannot answer."""
+
+
+def _schema_problems(
+    args: argparse.Namespace, paths: Sequence[Path]
+) -> tuple[list[RuleProblem], dict[str, bool]]:
+    """The rules' problems against their topics' latest schemas, and whether the registry has
+    each subject asked for. Raises `_CannotCheckError`."""
+    # Imported here: the registry client loads only when a registry is asked for.
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from consumer.rules import schema_check  # noqa: PLC0415
+    from consumer.schemas.registry import Registry, RegistryUnavailableError  # noqa: PLC0415
+    from consumer.settings import SchemaRegistrySettings  # noqa: PLC0415
+
+    try:
+        settings = SchemaRegistrySettings(
+            url=args.schema_registry,
+            basic_auth_user=args.schema_registry_user,
+            basic_auth_password_file=args.schema_registry_password_file,
+        )
+        if settings.url is None:
+            raise ValueError("must not be empty")
+        registry = Registry.from_settings(settings)
+    except ValidationError as exc:
+        reason = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+        raise _CannotCheckError(f"--schema-registry: {reason}") from None
+    except ValueError as exc:
+        raise _CannotCheckError(f"--schema-registry: {exc}") from None
+    found: dict[str, bool] = {}
+
+    def latest(subject: str) -> schema_check.SubjectSchema | None:
+        schema = schema_check.subject_shape(registry, subject)
+        found[subject] = schema is not None
+        return schema
+
+    try:
+        problems = schema_check.check_rules_against_schemas(paths, latest)
+    except (RegistryUnavailableError, schema_check.SchemaCheckError) as exc:
+        raise _CannotCheckError(f"schema registry {registry.url}: {exc}") from None
+    return problems, found
 
 
 def run_preview(args: argparse.Namespace) -> int:

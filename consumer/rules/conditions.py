@@ -293,12 +293,15 @@ _TYPE_NAMES = {
 }
 # What `_kafka` holds (events.KafkaMeta.as_document); any other field reads as null.
 _KAFKA_FIELDS: dict[str, frozenset[str]] = {
-    "key": frozenset({"string", "null"}),
+    # Text, or any JSON value when the key is a Schema Registry record.
+    "key": JSON_TYPES,
     "topic": frozenset({"string"}),
     "partition": frozenset({"number"}),
     "offset": frozenset({"number"}),
     "timestamp": frozenset({"number", "null"}),
     "headers": frozenset({"object"}),
+    "schema": frozenset({"object", "null"}),
+    "key_schema": frozenset({"object", "null"}),
 }
 _NUMERAL = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
 
@@ -367,6 +370,29 @@ def _path_warnings(path: str, steps: tuple[Step, ...], tests: list[Test]) -> Ite
         yield empty
 
 
+# `_kafka.schema` (and `key_schema`): set for Schema Registry records, null for JSON events.
+_SCHEMA_FIELDS: dict[str, frozenset[str]] = {
+    "id": frozenset({"number", "null"}),
+    "subject": frozenset({"string", "null"}),
+    "version": frozenset({"number", "null"}),
+    "type": frozenset({"string", "null"}),
+}
+
+
+def _schema_types(names: list[str]) -> tuple[frozenset[str], str]:
+    if len(names) == 2:
+        return frozenset({"object", "null"}), ""
+    inner = f"_kafka.{names[1]}"
+    sub = names[2]
+    if sub not in _SCHEMA_FIELDS:
+        known = ", ".join(_SCHEMA_FIELDS)
+        return frozenset({"null"}), f"`{inner}` has no `{sub}` (it has {known})"
+    if len(names) > 3:
+        kind = describe_types(_SCHEMA_FIELDS[sub])
+        return frozenset({"null"}), f"`{inner}.{sub}` is {kind}, which has no fields"
+    return _SCHEMA_FIELDS[sub], ""
+
+
 def _kafka_types(steps: tuple[Step, ...]) -> tuple[frozenset[str], str]:
     """The JSON types a path can read, and why it is always null (or "") for `_kafka` paths."""
     names = [key for key, _ in steps]
@@ -378,6 +404,10 @@ def _kafka_types(steps: tuple[Step, ...]) -> tuple[frozenset[str], str]:
     if field not in _KAFKA_FIELDS:
         known = ", ".join(_KAFKA_FIELDS)
         return frozenset({"null"}), f"`_kafka` has no `{field}` (it has {known})"
+    if field in ("schema", "key_schema"):
+        return _schema_types(names)
+    if field == "key" and len(names) > 2:
+        return JSON_TYPES, ""  # into a key decoded from a Schema Registry record
     depth = 3 if field == "headers" else 2
     if len(names) > depth:
         inner = ".".join(names[:depth])

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
@@ -286,6 +289,7 @@ def test_avro_protobuf_and_json_schema_records_reach_braze_with_their_types(
     [json_recipient] = recipients_by_user(scenario, "c-json").values()
     assert json_recipient["context"] == {"pages": 4, "schema_type": "JSON"}
     assert committed_offsets(scenario.bootstrap, scenario.group, avro_topic) == {0: 6}
+    assert "rules checked against the schema registry: 0 problem(s)" in service.log()
 
 
 def test_an_unknown_schema_id_and_undecodable_bytes_are_invalid_payload_dead_letters(
@@ -390,3 +394,72 @@ def test_the_registry_stopped_for_30s_loses_and_dead_letters_nothing(
     # Nobody was messaged twice.
     users = [r["external_user_id"] for b in scenario.accepted_bodies() for r in b["recipients"]]
     assert len(users) == len(set(users)) == 50
+
+
+def test_rules_check_against_the_registry_names_a_misspelt_field_and_a_type_mismatch(
+    tmp_path: Path, schema_registry: SchemaRegistry
+) -> None:
+    topic = unique_name("orders")
+    client = SchemaRegistryClient({"url": schema_registry.url})
+    client.register_schema(f"{topic}-value", Schema(json.dumps(ORDER_V1), "AVRO"))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"""\
+rules:
+  - id: paid
+    topics: [{topic}, {unique_name("json-only")}]
+    when:
+      type: order.paid
+      data.totl: {{gt: 10}}
+      data.total: {{gt: "10"}}
+      data.status: PAID
+    canvas: {{id: c-1}}
+    recipient:
+      external_user_id: "{{{{ data.user_id }}}}"
+    properties:
+      coupon: "{{{{ data.cupon }}}}"
+      when: "{{{{ _kafka.schema.version }}}}"
+""",
+        encoding="utf-8",
+    )
+    args = ["rules", "check", "--schema-registry", schema_registry.url, str(rules)]
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = [
+        line
+        for line in done.stdout.splitlines()
+        if line.startswith(str(rules)) and ": warning: " not in line
+    ]
+    assert len(lines) == 3, done.stdout
+    misspelt, mismatch, template = lines
+    assert misspelt.startswith(f"{rules}:6: paid: schema {topic}-value (AVRO v1): ")
+    assert "`data` has no field `totl` (did you mean `total`?)" in misspelt
+    assert mismatch.startswith(f"{rules}:7: paid: ")
+    assert "`data.total` is a number (double)" in mismatch
+    assert template.startswith(f"{rules}:13: paid: ")
+    assert "`data` has no field `cupon`" in template
+
+    stopped = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "consumer",
+            "rules",
+            "check",
+            "--schema-registry",
+            "http://127.0.0.1:1/apis/ccompat/v7",
+            str(rules),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert stopped.returncode == 2
+    assert stopped.stderr.startswith("error: schema registry http://127.0.0.1:1/apis/ccompat/v7")

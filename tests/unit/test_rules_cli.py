@@ -385,8 +385,39 @@ def test_check_warns_about_conditions_that_can_never_hold_and_exits_zero(
         f"{path}:15: refunds: warning: `gte: 2` can never hold: it needs a number,"
         " and `_kafka.headers.x-retry` is always text or null (missing)",
         f"{path}:16: refunds: warning: `_kafka.header.x-source` is always null: `_kafka` has no"
-        " `header` (it has key, topic, partition, offset, timestamp, headers)",
+        " `header` (it has key, topic, partition, offset, timestamp, headers, schema, key_schema)",
         "ok: 2 rules in 1 file, 6 warnings",
+    ]
+
+
+SCHEMA_PATHS = """\
+rules:
+  - id: avro-only
+    topics: [payments]
+    when:
+      _kafka.schema.type: AVRO
+      _kafka.schema.version: {gte: 2}
+      _kafka.key_schema.subject: {exists: true}
+      _kafka.key.user_id: u-1
+      _kafka.schema.name: x
+      _kafka.schema.version.major: 1
+    canvas: {id: c-1}
+    recipient: {external_user_id: "{{ user }}"}
+"""
+
+
+def test_kafka_schema_paths_are_known_to_the_condition_checks(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = write(tmp_path, "schema.yaml", SCHEMA_PATHS)
+    code, out, _ = run(capsys, "rules", "check", path)
+    assert code == 0
+    assert out.splitlines() == [
+        f"{path}:9: avro-only: warning: `_kafka.schema.name` is always null: `_kafka.schema` has"
+        " no `name` (it has id, subject, version, type)",
+        f"{path}:10: avro-only: warning: `_kafka.schema.version.major` is always null:"
+        " `_kafka.schema.version` is a number or null (missing), which has no fields",
+        "ok: 1 rule in 1 file, 2 warnings",
     ]
 
 
