@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import difflib
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from consumer.events import DecodeError, Event, KafkaMeta, RawMessage, decode
+from consumer.events import (
+    DecodeError,
+    Event,
+    KafkaMeta,
+    RawMessage,
+    SchemaWait,
+    decode,
+    decode_any,
+)
 from consumer.intents import (
     MappingFailure,
     Outcome,
@@ -37,6 +46,10 @@ from consumer.rules.jsonvalues import as_json
 from consumer.rules.load import expand_rule_paths, load_rules, load_rules_many
 from consumer.rules.table import RulesTable
 from consumer.yaml_lines import LineIndex, Loc, YamlError, load_yaml_with_lines
+
+if TYPE_CHECKING:  # the registry client loads only when a registry is asked for
+    from consumer.schemas.decoder import WireDecoder
+    from consumer.schemas.registry import Registry
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 SHOWN_MAX_CHARS = 200  # an event value quoted in an explanation is cut after this many characters
@@ -72,6 +85,27 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--header", action="append", default=[], metavar="NAME=VALUE", help="a Kafka header"
     )
     preview.add_argument("--now-ms", type=int, help="evaluate as if at this time (default: now)")
+    preview.add_argument(
+        "--schema-registry",
+        metavar="URL",
+        help="decode Schema Registry records (a line of base64 whose bytes start with 0x00)"
+        " through this registry; needed by --event-avro and --event-proto",
+    )
+    preview.add_argument("--schema-registry-user", metavar="USER", help="basic-auth user")
+    preview.add_argument(
+        "--schema-registry-password-file", type=Path, metavar="FILE", help="its password"
+    )
+    encode = preview.add_mutually_exclusive_group()
+    encode.add_argument(
+        "--event-avro",
+        action="store_true",
+        help="each line is JSON to encode with the latest Avro schema of <topic>-value",
+    )
+    encode.add_argument(
+        "--event-proto",
+        action="store_true",
+        help="each line is JSON to encode with the latest Protobuf schema of <topic>-value",
+    )
     preview.set_defaults(handler=run_preview)
 
 
@@ -126,26 +160,10 @@ def _schema_problems(
     """The rules' problems against their topics' latest schemas, and whether the registry has
     each subject asked for. Raises `_CannotCheckError`."""
     # Imported here: the registry client loads only when a registry is asked for.
-    from pydantic import ValidationError  # noqa: PLC0415
-
     from consumer.rules import schema_check  # noqa: PLC0415
-    from consumer.schemas.registry import Registry, RegistryUnavailableError  # noqa: PLC0415
-    from consumer.settings import SchemaRegistrySettings  # noqa: PLC0415
+    from consumer.schemas.registry import RegistryUnavailableError  # noqa: PLC0415
 
-    try:
-        settings = SchemaRegistrySettings(
-            url=args.schema_registry,
-            basic_auth_user=args.schema_registry_user,
-            basic_auth_password_file=args.schema_registry_password_file,
-        )
-        if settings.url is None:
-            raise ValueError("must not be empty")
-        registry = Registry.from_settings(settings)
-    except ValidationError as exc:
-        reason = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
-        raise _CannotCheckError(f"--schema-registry: {reason}") from None
-    except ValueError as exc:
-        raise _CannotCheckError(f"--schema-registry: {exc}") from None
+    registry = _registry(args)
     found: dict[str, bool] = {}
 
     def latest(subject: str) -> schema_check.SubjectSchema | None:
@@ -158,6 +176,29 @@ def _schema_problems(
     except (RegistryUnavailableError, schema_check.SchemaCheckError) as exc:
         raise _CannotCheckError(f"schema registry {registry.url}: {exc}") from None
     return problems, found
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    """The registry the `--schema-registry*` options name. Raises `_CannotCheckError`."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from consumer.schemas.registry import Registry  # noqa: PLC0415
+    from consumer.settings import SchemaRegistrySettings  # noqa: PLC0415
+
+    try:
+        settings = SchemaRegistrySettings(
+            url=args.schema_registry,
+            basic_auth_user=args.schema_registry_user,
+            basic_auth_password_file=args.schema_registry_password_file,
+        )
+        if settings.url is None:
+            raise ValueError("must not be empty")
+        return Registry.from_settings(settings)
+    except ValidationError as exc:
+        reason = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+        raise _CannotCheckError(f"--schema-registry: {reason}") from None
+    except ValueError as exc:
+        raise _CannotCheckError(f"--schema-registry: {exc}") from None
 
 
 def run_preview(args: argparse.Namespace) -> int:
@@ -182,8 +223,14 @@ def run_preview(args: argparse.Namespace) -> int:
     now_ms = args.now_ms if args.now_ms is not None else int(time.time() * 1000)
     meta = _kafka_meta(args, headers, now_ms)
     try:
+        wire, encode = _preview_registry(args)
+    except _CannotCheckError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         with _open_events(args.event) as stream:
-            for report in preview_lines(table, meta, stream, now_ms, written):
+            reports = preview_lines(table, meta, stream, now_ms, written, wire=wire, encode=encode)
+            for report in reports:
                 print(preview_json(report))
     except BrokenPipeError:
         raise  # `rules preview ... | head`: the reader left; main() ends quietly
@@ -213,8 +260,16 @@ def preview_lines(
     lines: Iterable[bytes],
     now_ms: int,
     written: Mapping[str, tuple[WrittenCondition, ...]] | None = None,
+    *,
+    wire: WireDecoder | None = None,
+    encode: Callable[[JSONValue], bytes] | None = None,
 ) -> Iterator[JSONObject]:
     """One report per non-blank line; line n is offset n-1, as if consumed in order.
+
+    A line is a JSON event, or a Schema Registry record's bytes in base64 (what `kcat -e` or a
+    dead letter shows; they start with 0x00): decoded through `wire` as the service decodes it,
+    and the report shows the decoded event under `event`. With `encode` (--event-avro,
+    --event-proto) every line is JSON, encoded into such a record first.
 
     With `written` (from `written_conditions`), the report of an event no rule matched says why
     under `unmatched`: per rule of the topic its first failed condition, or that no rule reads
@@ -223,23 +278,83 @@ def preview_lines(
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        try:
+            value, binary = _event_bytes(line.strip(), encode)
+        except ValueError as exc:
+            problem: JSONObject = {"rule_id": None, "field": None, "reason": "invalid_json"}
+            problem["message"] = f"cannot encode this event with the schema: {exc}"
+            yield _report(number, [], [], [problem], matched=False)
+            continue
         raw = RawMessage(
             KafkaMeta(
                 meta.topic, meta.partition, number - 1, meta.key, meta.timestamp_ms, meta.headers
             ),
-            line.rstrip(b"\r\n"),
+            value,
         )
-        decoded = decode(raw)
+        decoded = decode_any(raw, wire) if binary else decode(raw)
+        if isinstance(decoded, SchemaWait):
+            decoded = DecodeError(raw, "schema_registry", decoded.detail)
+        elif binary and wire is None:
+            detail = "a Schema Registry record: give --schema-registry URL to decode it"
+            decoded = DecodeError(raw, "invalid_payload", detail)
         if isinstance(decoded, DecodeError):
             error: JSONObject = {"rule_id": None, "field": None}
             error |= {"reason": decoded.reason, "message": decoded.detail}
             yield _report(number, [], [], [error], matched=False)
-        else:
-            outcomes = table.evaluate(decoded, now_ms)
-            report = _outcomes_report(number, outcomes)
-            if not outcomes and written is not None:
-                report["unmatched"] = why_unmatched(table, written, decoded)
-            yield report
+            continue
+        outcomes = table.evaluate(decoded, now_ms)
+        report = _outcomes_report(number, outcomes)
+        if binary:
+            report["event"] = decoded.document
+        if not outcomes and written is not None:
+            report["unmatched"] = why_unmatched(table, written, decoded)
+        yield report
+
+
+_BASE64_PREFIX = b"base64:"
+
+
+def _event_bytes(
+    line: bytes, encode: Callable[[JSONValue], bytes] | None = None
+) -> tuple[bytes, bool]:
+    """A line's message value, and whether it is a Schema Registry record: given in base64
+    (`base64:` in front is optional), or JSON to `encode` into one. Raises ValueError when the
+    JSON does not fit the schema."""
+    if encode is not None:
+        return encode(json.loads(line)), True
+    text = line.removeprefix(_BASE64_PREFIX)
+    if text[:1] in (b"{", b"["):
+        return line, False
+    try:
+        value = base64.b64decode(text, validate=True)
+    except ValueError:
+        return line, False
+    if value[:1] != b"\x00":
+        return line, False
+    return value, True
+
+
+def _preview_registry(
+    args: argparse.Namespace,
+) -> tuple[WireDecoder | None, Callable[[JSONValue], bytes] | None]:
+    """The decoder for records given in base64, and the encoder of --event-avro/--event-proto.
+    Raises `_CannotCheckError`."""
+    if args.schema_registry is None:
+        if args.event_avro or args.event_proto:
+            raise _CannotCheckError("--event-avro and --event-proto need --schema-registry URL")
+        return None, None
+    from consumer.schemas.decoder import WireDecoder  # noqa: PLC0415
+    from consumer.schemas.encoder import wire_encoder  # noqa: PLC0415
+    from consumer.schemas.registry import RegistryUnavailableError  # noqa: PLC0415
+
+    registry = _registry(args)
+    encode = None
+    if args.event_avro or args.event_proto:
+        try:
+            encode = wire_encoder(registry, args.topic, "avro" if args.event_avro else "proto")
+        except (RegistryUnavailableError, LookupError) as exc:
+            raise _CannotCheckError(f"schema registry {registry.url}: {exc}") from None
+    return WireDecoder(registry), encode
 
 
 def preview_json(report: JSONObject) -> str:

@@ -92,10 +92,13 @@ class Registry:
         config = client_config(settings)
         return cls(SchemaRegistryClient(config), config["url"])
 
-    def schema(self, schema_id: int) -> Schema:
-        """The writer's schema of `schema_id` (cached by the client after the first fetch)."""
+    def schema(self, schema_id: int, subject: str | None = None, fmt: str | None = None) -> Schema:
+        """The writer's schema of `schema_id` (cached by the client, per subject, after the first
+        fetch); `fmt="serialized"` asks for Protobuf's base64 FileDescriptorProto."""
         schema: Schema = _call(
-            lambda: self.client.get_schema(schema_id), f"schema id {schema_id}", _SCHEMA_NOT_FOUND
+            lambda: self.client.get_schema(schema_id, subject, fmt),
+            f"schema id {schema_id}",
+            _SCHEMA_NOT_FOUND,
         )
         return schema
 

@@ -5,6 +5,7 @@ the event's failure is an `invalid_payload` dead letter."""
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import subprocess
@@ -463,3 +464,80 @@ rules:
     )
     assert stopped.returncode == 2
     assert stopped.stderr.startswith("error: schema registry http://127.0.0.1:1/apis/ccompat/v7")
+
+
+def test_rules_preview_decodes_records_given_in_base64_or_encoded_from_json(
+    tmp_path: Path, schema_registry: SchemaRegistry
+) -> None:
+    topic = unique_name("orders")
+    client = SchemaRegistryClient({"url": schema_registry.url})
+    record = AvroSerializer(client, json.dumps(ORDER_V1))(
+        order("u-1"), SerializationContext(topic, MessageField.VALUE)
+    )
+    refund_class = proto_order_class()
+    proto_topic = unique_name("refunds")
+    ProtobufSerializer(refund_class, client, {"use.deprecated.format": False})(
+        refund_class(type="refund"), SerializationContext(proto_topic, MessageField.VALUE)
+    )
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        + rule_text("avro", topic, "order.paid", "c-1", "data.user_id", {"t": "data.total"})
+        + rule_text("proto", proto_topic, "refund", "c-2", "user_id", {"a": "amount_cents"}),
+        encoding="utf-8",
+    )
+    base64_file = tmp_path / "records.txt"
+    base64_file.write_text(base64.b64encode(record).decode() + "\n", encoding="utf-8")
+    avro_json = tmp_path / "avro.jsonl"
+    avro_json.write_text(
+        json.dumps(
+            {
+                "type": "order.paid",
+                "data": {
+                    **order("u-2")["data"],
+                    "day": "2026-11-23",
+                    "at": "2026-11-23T16:05:09.250Z",
+                },
+            }
+        )
+        + "\n"
+        + '{"type": "order.paid"}\n',
+        encoding="utf-8",
+    )
+    proto_json = tmp_path / "proto.jsonl"
+    proto_json.write_text(
+        json.dumps({"type": "refund", "user_id": "p-1", "amount_cents": 2**40, "reason": "DAMAGED"})
+        + "\n",
+        encoding="utf-8",
+    )
+
+    def preview(topic_name: str, events: Path, *extra: str) -> list[dict[str, Any]]:
+        args = ["rules", "preview", "--rules", str(rules), "--topic", topic_name]
+        args += ["--event", str(events), "--schema-registry", schema_registry.url, *extra]
+        done = subprocess.run(
+            [sys.executable, "-m", "consumer", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    [given] = preview(topic, base64_file)
+    [request] = given["requests"]
+    assert request["body"]["recipients"] == [{"external_user_id": "u-1", "context": {"t": 12.5}}]
+    assert given["event"]["data"]["day"] == "2026-11-23"
+    assert given["event"]["_kafka"]["schema"]["subject"] == f"{topic}-value"
+
+    encoded, unfit = preview(topic, avro_json, "--event-avro")
+    assert encoded["requests"][0]["body"]["recipients"][0]["external_user_id"] == "u-2"
+    assert encoded["event"]["data"]["at"] == "2026-11-23T16:05:09.250Z"
+    assert "cannot encode this event with the schema" in unfit["errors"][0]["message"]
+
+    [proto] = preview(proto_topic, proto_json, "--event-proto")
+    assert proto["requests"][0]["body"]["recipients"] == [
+        {"external_user_id": "p-1", "context": {"a": 1099511627776}}
+    ]
+    assert proto["event"]["reason"] == "DAMAGED"
+    assert proto["event"]["_kafka"]["schema"]["type"] == "PROTOBUF"
