@@ -538,3 +538,61 @@ def test_durations_in_seconds_with_the_ms_spelling_still_accepted(
 def test_both_spellings_of_a_duration_are_refused(tmp_path: Path) -> None:
     [problem] = problems_of(write(tmp_path, "batching:\n  max_wait_ms: 500\n  max_wait_s: 1\n"))
     assert "give max_wait_s or max_wait_ms, not both" in problem
+
+
+# -- kafka.schema_registry ------------------------------------------------------------------
+
+
+def test_schema_registry_settings_and_their_env_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  schema_registry:\n    url: https://registry:8081/\n")
+    env = {
+        "BRAZE_CONSUMER_KAFKA__SCHEMA_REGISTRY__TIMEOUT_S": "2.5",
+        "BRAZE_CONSUMER_KAFKA__SCHEMA_REGISTRY__BASIC_AUTH_USER": "svc",
+        "BRAZE_CONSUMER_KAFKA__SCHEMA_REGISTRY__BASIC_AUTH_PASSWORD_FILE": str(tmp_path / "pw"),
+    }
+    registry = load_settings(path, env).kafka.schema_registry
+    assert registry.url == "https://registry:8081"
+    assert registry.timeout_s == 2.5
+    assert registry.basic_auth_user == "svc"
+    assert load_settings(write(tmp_path, ""), {}).kafka.schema_registry.url is None
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("{url: 'ftp://registry'}", "must start with https://"),
+        ("{url: 'https://r', basic_auth_user: svc}", "go together"),
+        ("{url: 'https://r', ssl_key_location: /k}", "needs ssl_certificate_location"),
+        (
+            "{url: 'http://registry:8081', basic_auth_user: u, basic_auth_password_file: /p}",
+            "clear text",
+        ),
+        ("{url: 'https://r', timeout_s: 0}", "greater than 0"),
+        ("{url: 'https://r', password: x}", "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_schema_registry_settings_are_refused(tmp_path: Path, text: str, fragment: str) -> None:
+    path = write(tmp_path, f"kafka:\n  schema_registry: {text}\n")
+    [problem] = problems_of(path)
+    assert fragment in problem
+    assert f"{path}:2: kafka.schema_registry" in problem
+
+
+def test_the_registry_password_in_yaml_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    path = write(tmp_path, f"kafka:\n  schema_registry:\n    basic_auth_password: {SECRET}\n")
+    [problem] = problems_of(path)
+    assert "basic_auth_password_file" in problem
+    assert SECRET not in problem
+
+
+def test_the_registry_password_is_read_from_its_file(tmp_path: Path) -> None:
+    from consumer.schemas.registry import client_config  # noqa: PLC0415
+
+    (tmp_path / "pw").write_text(f"{SECRET}\n", encoding="utf-8")
+    text = (
+        "kafka:\n  schema_registry:\n    url: https://r\n    basic_auth_user: svc\n"
+        f"    basic_auth_password_file: {tmp_path / 'pw'}\n"
+    )
+    registry = load_settings(write(tmp_path, text), {}).kafka.schema_registry
+    assert client_config(registry)["basic.auth.user.info"] == f"svc:{SECRET}"
+    assert SECRET not in repr(registry)
