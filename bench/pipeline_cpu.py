@@ -28,7 +28,8 @@ from consumer.intents import BatchKey
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
 from consumer.pipeline import Pipeline, Ticket
-from consumer.rules import load_rules_text
+from consumer.rules import RulesTable, load_rules_text
+from consumer.schemas.decoder import WireDecoder
 
 RULES = """\
 rules:
@@ -100,17 +101,22 @@ def messages(count: int, match: float, seed: int = 1) -> list[RawMessage]:
     return out
 
 
-def run(raws: list[RawMessage]) -> Pipeline:
+def run(
+    raws: list[RawMessage], rules: RulesTable | None = None, wire: WireDecoder | None = None
+) -> Pipeline:
+    """Feeds `raws` through a pipeline with an instant sender (`wire`: Schema Registry records,
+    bench.schema_decode), in chunks as the service's loop does."""
     pipeline = Pipeline(
-        rules=load_rules_text(RULES),
+        rules=rules or load_rules_text(RULES),
         batcher=Batcher[Ticket](50, 500),
         tracker=OffsetTracker(),
         sender=InstantSender(),
         dead_letters=NoDeadLetters(),
         metrics=Metrics(),
         clock=SystemClock(),
+        wire=wire,
     )
-    pipeline.assign([("t", p) for p in range(PARTITIONS)])
+    pipeline.assign([(raws[0].meta.topic, p) for p in range(PARTITIONS)])
     for start in range(0, len(raws), CHUNK):
         pipeline.tick()
         pipeline.take_commits()

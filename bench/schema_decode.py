@@ -61,15 +61,11 @@ from google.protobuf.descriptor_pool import DescriptorPool
 from google.protobuf.internal import api_implementation
 from google.protobuf.message_factory import GetMessageClass
 
-from bench.pipeline_cpu import CHUNK, PARTITIONS, InstantSender, NoDeadLetters
+from bench.pipeline_cpu import PARTITIONS
+from bench.pipeline_cpu import run as run_pipeline
 from bench.suite.machine import machine_facts
-from consumer.batching import Batcher
-from consumer.clock import SystemClock
 from consumer.events import Event, KafkaMeta, RawMessage, decode_any
-from consumer.metrics import Metrics
-from consumer.offsets import OffsetTracker
-from consumer.pipeline import Pipeline, Ticket
-from consumer.rules import RulesTable, load_rules_text
+from consumer.rules import load_rules_text
 from consumer.schemas.decoder import WireDecoder
 from consumer.schemas.registry import Registry, client_config
 from consumer.settings import SchemaRegistrySettings
@@ -448,30 +444,6 @@ def measure_decode(raws: list[RawMessage], url: str, figures: Figures, repeat: i
         figures.decode_per_s = max(figures.decode_per_s, len(raws) / wall)
         figures.decode_cpu_us = min(figures.decode_cpu_us, cpu / len(raws) * 1e6)
         figures.decode_requests = requests  # the same each time: every repeat starts empty
-
-
-def run_pipeline(raws: list[RawMessage], rules: RulesTable, wire: WireDecoder) -> Pipeline:
-    """bench.pipeline_cpu's `run`, with the registry decoder the service gives the pipeline."""
-    pipeline = Pipeline(
-        rules=rules,
-        batcher=Batcher[Ticket](50, 500),
-        tracker=OffsetTracker(),
-        sender=InstantSender(),
-        dead_letters=NoDeadLetters(),
-        metrics=Metrics(),
-        clock=SystemClock(),
-        wire=wire,
-    )
-    pipeline.assign([(raws[0].meta.topic, p) for p in range(PARTITIONS)])
-    for start in range(0, len(raws), CHUNK):
-        pipeline.tick()
-        pipeline.take_commits()
-        for raw in raws[start : start + CHUNK]:
-            pipeline.handle(raw)
-    pipeline.flush()
-    pipeline.settle(30)
-    pipeline.take_commits()
-    return pipeline
 
 
 def measure_pipeline(raws: list[RawMessage], url: str, figures: Figures, repeat: int) -> None:

@@ -60,15 +60,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     check = commands.add_parser("check", help="validate rule files; list every problem")
     check.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="file or folder")
-    check.add_argument(
-        "--schema-registry",
-        metavar="URL",
-        help="also check each rule against the latest schema of its topics' <topic>-value"
+    _registry_options(
+        check,
+        "also check each rule against the latest schema of its topics' <topic>-value"
         " subjects (Confluent-compatible API, e.g. .../apis/ccompat/v7)",
-    )
-    check.add_argument("--schema-registry-user", metavar="USER", help="basic-auth user")
-    check.add_argument(
-        "--schema-registry-password-file", type=Path, metavar="FILE", help="its password"
     )
     check.set_defaults(handler=run_check)
     preview = commands.add_parser(
@@ -85,15 +80,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--header", action="append", default=[], metavar="NAME=VALUE", help="a Kafka header"
     )
     preview.add_argument("--now-ms", type=int, help="evaluate as if at this time (default: now)")
-    preview.add_argument(
-        "--schema-registry",
-        metavar="URL",
-        help="decode Schema Registry records (a line of base64 whose bytes start with 0x00)"
+    _registry_options(
+        preview,
+        "decode Schema Registry records (a line of base64 whose bytes start with 0x00)"
         " through this registry; needed by --event-avro and --event-proto",
-    )
-    preview.add_argument("--schema-registry-user", metavar="USER", help="basic-auth user")
-    preview.add_argument(
-        "--schema-registry-password-file", type=Path, metavar="FILE", help="its password"
     )
     encode = preview.add_mutually_exclusive_group()
     encode.add_argument(
@@ -107,6 +97,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="each line is JSON to encode with the latest Protobuf schema of <topic>-value",
     )
     preview.set_defaults(handler=run_preview)
+
+
+def _registry_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """--schema-registry URL and its credentials (read by `_registry`)."""
+    parser.add_argument("--schema-registry", metavar="URL", help=what)
+    parser.add_argument("--schema-registry-user", metavar="USER", help="basic-auth user")
+    parser.add_argument(
+        "--schema-registry-password-file", type=Path, metavar="FILE", help="its password"
+    )
 
 
 def run_check(args: argparse.Namespace) -> int:

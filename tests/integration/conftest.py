@@ -13,9 +13,10 @@ import random
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -62,7 +63,6 @@ class LocalKafka:
 
     def _run(self, command: str, keep_data: bool, timeout_s: float) -> None:
         env = {
-            **os.environ,
             "KAFKA_PORT": str(self.port),
             "KAFKA_CONTROLLER_PORT": str(self.port + 1),
             "KAFKA_LOCAL_DIR": str(self.state_dir),
@@ -71,16 +71,7 @@ class LocalKafka:
             "KAFKA_OWNER_PID": str(os.getpid()),
             "KAFKA_PYTHON": sys.executable,
         }
-        done = subprocess.run(
-            [str(KAFKA_LOCAL), command],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"kafka-local {command} failed ({done.returncode}):\n{done.stderr}")
+        _run_script(KAFKA_LOCAL, command, env, timeout_s)
 
 
 @dataclass(frozen=True)
@@ -116,19 +107,41 @@ def _free_port_pair(rng: random.Random) -> int:
     raise RuntimeError(f"no free port pair in {PORT_LOW}-{PORT_HIGH}")
 
 
-def _start_local(state_root: Path) -> LocalKafka:
+class _Startable(Protocol):
+    def start(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Startable)
+
+
+def _started(make: Callable[[random.Random, Path], _S], state_root: Path) -> _S:
+    """A local server made by `make` (a random port, a state dir per attempt) and started; a port
+    another process took between our check and the server's bind means another try."""
     rng = random.Random()
     for attempt in range(3):
-        local = LocalKafka(_free_port_pair(rng), state_root / f"attempt-{attempt}")
+        local = make(rng, state_root / f"attempt-{attempt}")
         try:
             local.start()
         except RuntimeError as exc:
-            # Another process took the port between our check and the broker's bind: pick again.
             if "already in use" not in str(exc) or attempt == 2:
                 raise
         else:
             return local
     raise AssertionError("unreachable")
+
+
+def _run_script(script: Path, command: str, env: dict[str, str], timeout_s: float) -> None:
+    """`script command` with `env` added to ours; its stderr in the error when it fails."""
+    done = subprocess.run(
+        [str(script), command],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{script.name} {command} failed ({done.returncode}):\n{done.stderr}")
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +151,9 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     if external:
         yield KafkaBroker(external, None)
         return
-    local = _start_local(tmp_path_factory.mktemp("kafka"))
+    local = _started(
+        lambda rng, state: LocalKafka(_free_port_pair(rng), state), tmp_path_factory.mktemp("kafka")
+    )
     # Belt and braces: the finally covers failing tests, atexit an interrupted session,
     # and KAFKA_OWNER_PID a killed one.
     atexit.register(local.stop)
@@ -180,25 +195,13 @@ class LocalSchemaRegistry:
 
     def _run(self, command: str, timeout_s: float, keep_data: bool) -> None:
         env = {
-            **os.environ,
             "SCHEMA_REGISTRY_PORT": str(self.port),
             "SCHEMA_REGISTRY_LOCAL_DIR": str(self.state_dir),
             "SCHEMA_REGISTRY_KEEP_DATA": "1" if keep_data else "0",
             # Stops the registry even if this process is killed before any teardown runs.
             "SCHEMA_REGISTRY_OWNER_PID": str(os.getpid()),
         }
-        done = subprocess.run(
-            [str(SCHEMA_REGISTRY_LOCAL), command],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"schema-registry-local {command} failed ({done.returncode}):\n{done.stderr}"
-            )
+        _run_script(SCHEMA_REGISTRY_LOCAL, command, env, timeout_s)
 
 
 @dataclass(frozen=True)
@@ -218,22 +221,6 @@ def _free_port(rng: random.Random) -> int:
     raise RuntimeError(f"no free port in {REGISTRY_PORT_LOW}-{REGISTRY_PORT_HIGH}")
 
 
-def _start_local_registry(state_root: Path) -> LocalSchemaRegistry:
-    rng = random.Random()
-    for attempt in range(3):
-        local = LocalSchemaRegistry(_free_port(rng), state_root / f"attempt-{attempt}")
-        try:
-            local.start()
-        except RuntimeError as exc:
-            # Another process took the port between our check and the registry's bind: pick
-            # again (the script says so, or the log tail it prints does).
-            if "already in use" not in str(exc) or attempt == 2:
-                raise
-        else:
-            return local
-    raise AssertionError("unreachable")
-
-
 @pytest.fixture(scope="session")
 def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchemaRegistry]:
     """The session's Schema Registry: SCHEMA_REGISTRY_URL if set, else one started here on the
@@ -242,7 +229,10 @@ def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Schema
     if external:
         yield SchemaRegistry(external.rstrip("/"), None)
         return
-    local = _start_local_registry(tmp_path_factory.mktemp("schema-registry"))
+    local = _started(
+        lambda rng, state: LocalSchemaRegistry(_free_port(rng), state),
+        tmp_path_factory.mktemp("schema-registry"),
+    )
     # As for the broker: finally for failing tests, atexit for an interrupted session and
     # SCHEMA_REGISTRY_OWNER_PID for a killed one.
     atexit.register(local.stop)
