@@ -186,9 +186,11 @@ class Pipeline:
         self._dispatch(self._batcher.flush())
 
     def settle(self, timeout_s: float, tps: Collection[TopicPartition] | None = None) -> bool:
-        """Tick until every tracked event (of `tps`) is settled, or `timeout_s` passes."""
+        """Tick until every tracked event (of `tps`) is settled, or `timeout_s` passes. Events
+        waiting for the Schema Registry are not waited for (the registry failed them; they are
+        read again after a restart or by the partition's next owner)."""
         deadline_s = self._clock.monotonic_s() + timeout_s
-        while self.unsettled(tps):
+        while self.unsettled(tps) > self._waits.waiting(tps):
             left_s = deadline_s - self._clock.monotonic_s()
             if left_s <= 0:
                 return False

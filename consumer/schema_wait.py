@@ -85,5 +85,11 @@ class SchemaWaits:
             self._interval_s = self._initial_s
         return dropped
 
+    def waiting(self, tps: Collection[TopicPartition] | None = None) -> int:
+        """How many events wait, in `tps` (or in all partitions)."""
+        if tps is None:
+            return self.count
+        return sum(len(self._queues.get(tp, ())) for tp in tps)
+
     def __iter__(self) -> Iterator[TopicPartition]:
         return iter(list(self._queues))

@@ -1071,3 +1071,17 @@ def test_losing_a_partition_drops_its_waiting_events(make: Callable[..., Harness
     h.pipeline.tick()
     h.drain()
     assert h.sender.calls == []  # the next owner reads it again
+
+
+def test_revoke_and_drain_do_not_wait_for_events_waiting_for_the_registry(
+    make: Callable[..., Harness],
+) -> None:
+    fake = FakeWire()
+    h = make(wire=fake)
+    fake.down = True
+    h.handle(value=record({"type": "one", "user": "u-1"}))
+    assert h.pipeline.settle(5.0) is True  # at once: nothing else is unsettled
+    assert h.pipeline.unsettled() == 1
+    assert h.pipeline.revoke([TP], timeout_s=5.0) == {}  # nothing settled to commit
+    assert h.pipeline.waiting_for_schema == 0
+
