@@ -519,6 +519,10 @@ class Pipeline:
                 if result.whole_request:
                     self._quarantine.reject(batch.key, result.error, self._clock.monotonic_s())
                     self._sends.proven.discard((batch.key.endpoint.value, batch.key.target_id))
+                if not self._current(item.token):
+                    # Revoked or lost while the request was out: the partition's next owner
+                    # reads the event again and dead-letters it once, not twice.
+                    continue
                 # A whole-request rejection is the target's fault, not this event's data.
                 guard = not result.whole_request
                 self._reject(item.token, item.intent.rule_id, result.error, result, guard=guard)

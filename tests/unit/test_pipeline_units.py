@@ -563,6 +563,21 @@ def test_send_result_from_an_older_assignment_does_not_settle(
     assert h.tracker.take_commits() == {}
 
 
+def test_a_rejection_from_an_older_assignment_is_not_dead_lettered(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    h.sender.hold("reject-1")
+    h.handle({"type": "one", "user": "reject-1"})
+    h.wait_for_calls(1)
+    h.pipeline.assign([TP])  # revoked and assigned again while the request was out
+    h.sender.release()
+    h.drain()
+    h.pipeline.tick()
+    assert h.sink.written == []  # the event is read again; its dead letter is written then
+    assert h.position is None
+
+
 def test_dead_letter_ack_from_an_older_assignment_does_not_settle(
     make: Callable[..., Harness],
 ) -> None:
