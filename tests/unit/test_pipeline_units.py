@@ -1099,4 +1099,3 @@ def test_revoke_and_drain_do_not_wait_for_events_waiting_for_the_registry(
     assert h.pipeline.unsettled() == 1
     assert h.pipeline.revoke([TP], timeout_s=5.0) == {}  # nothing settled to commit
     assert h.pipeline.waiting_for_schema == 0
-
