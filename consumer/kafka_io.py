@@ -44,15 +44,6 @@ def _client(kind: type[Any], config: dict[str, Any]) -> Any:
         raise KafkaConfigError(f"kafka client settings: {text}") from None
 
 
-@dataclass(frozen=True)
-class CommitOutcome:
-    """What the broker answered to one offset commit: the partitions it stored (with their
-    offsets) and those it refused (with the error)."""
-
-    acked: dict[PartitionKey, int]
-    failed: dict[PartitionKey, str]
-
-
 @dataclass
 class RebalanceHandlers:
     on_assign: PartitionsCallback
@@ -66,11 +57,9 @@ class KafkaSource:
     def __init__(self, config: dict[str, ClientValue], handlers: RebalanceHandlers) -> None:
         full: dict[str, Any] = dict(config)
         full["error_cb"] = self._on_error
-        full["on_commit"] = self._on_commit
         self._consumer = _client(Consumer, full)
         self._handlers = handlers
         self._fatal: str | None = None
-        self._commit_outcomes: list[CommitOutcome] = []
 
     def subscribe(self, topics: Iterable[str]) -> None:
         self._consumer.subscribe(
@@ -116,8 +105,12 @@ class KafkaSource:
     def commit(self, commits: Mapping[PartitionKey, Commit], *, asynchronous: bool) -> bool:
         """Commit each partition's next offset to read, with its metadata (settled ranges beyond
         it, `consumer.progress`). Returns False when it could not be sent, or (synchronous) when
-        the broker refused it. The broker's answer to every commit, asynchronous or not, comes
-        back later from `take_commit_outcomes()`."""
+        the broker refused it.
+
+        An asynchronous commit's answer is not asked for: librdkafka's `on_commit` callback is
+        served inside `consume()`, and after a blocking call made in a rebalance callback
+        (`committed()`, a synchronous commit) confluent-kafka 2.16 aborts the process when it
+        serves one. The loop repeats its latest commits instead (`ConsumerService`)."""
         if not commits:
             return True
         parts = [
@@ -128,29 +121,14 @@ class KafkaSource:
         except KafkaException as exc:
             log.warning("offset commit failed: %s", _message(exc))
             return False
-        # A synchronous commit's refusal is logged when its outcome is taken.
-        return asynchronous or all(part.error is None for part in answered or ())
-
-    def take_commit_outcomes(self) -> list[CommitOutcome]:
-        """The broker's answers to commits since the last call (librdkafka delivers them inside
-        `consume()`), oldest first."""
-        outcomes, self._commit_outcomes = self._commit_outcomes, []
-        return outcomes
-
-    def _on_commit(self, error: KafkaError | None, parts: list[TopicPartition]) -> None:
-        acked: dict[PartitionKey, int] = {}
-        failed: dict[PartitionKey, str] = {}
-        for part in parts:
-            tp = (part.topic, part.partition)
-            if error is not None and error.code() == KafkaError._NO_OFFSET:
-                continue  # nothing was left to commit
-            if error is None and part.error is None:
-                acked[tp] = part.offset
-            else:
-                cause = part.error if part.error is not None else error
-                failed[tp] = "unknown error" if cause is None else cause.str()
-        if acked or failed:
-            self._commit_outcomes.append(CommitOutcome(acked=acked, failed=failed))
+        if asynchronous:
+            return True
+        refused = [part for part in answered or () if part.error is not None]
+        for part in refused[:1]:
+            log.warning(
+                "offset commit refused for %s[%d]: %s", part.topic, part.partition, part.error
+            )
+        return not refused
 
     def committed(
         self, tps: Sequence[PartitionKey], timeout_s: float

@@ -44,6 +44,11 @@ _MAX_COMMIT_GAP_S = 0.25
 # A commit the broker refused (coordinator moving, broker restarting) is made again after this
 # long, with whatever settled meanwhile: a partition gone quiet must not keep its old offset.
 _COMMIT_RETRY_S = 1.0
+# An asynchronous commit's refusal is not reported (kafka_io), so the latest commits are made
+# again this often, for this long after the last commit that carried something new: a broker
+# restart or a coordinator move shorter than that cannot leave a quiet partition uncommitted.
+_REPEAT_EVERY_S = 5.0
+_REPEAT_FOR_S = 60.0
 _FINAL_COMMIT_ATTEMPTS = 3  # on shutdown: then the events are re-read (and skipped) after restart
 _BUSY_POLL_S = 0.005  # results are waiting: come back for them almost at once
 _IDLE_POLL_S = 0.2
@@ -91,6 +96,8 @@ class ConsumerService:
         self._last_commit_s = 0.0
         self._commit_cost_gap_s = 0.0
         self._commit_retry_at_s = 0.0  # no commit before this: the broker refused the last one
+        self._last_change_s = -_REPEAT_FOR_S  # when a commit last carried something new
+        self._last_repeat_s = 0.0
         self._committed: dict[TopicPartition, int] = {}  # what the lag is measured from
         self._watcher = watcher
         self._topics: frozenset[str] = frozenset()
@@ -195,7 +202,6 @@ class ConsumerService:
         self._commit_due(self._clock.monotonic_s())
         self._flow_control()
         messages = self._source.consume(_CONSUME_BATCH, self._poll_timeout_s())
-        self._take_commit_outcomes()
         for raw in messages:
             pipeline.handle(raw)
         self.publish_gauges()
@@ -244,43 +250,46 @@ class ConsumerService:
     def _commit_due(self, now_s: float) -> None:
         if now_s < self._commit_retry_at_s:
             return
-        if now_s - self._last_commit_s >= self._commit_gap_s():
-            self._commit(asynchronous=True)
-            self._last_commit_s = now_s
-            spent_s = self._clock.monotonic_s() - now_s
-            self._commit_cost_gap_s = min(_MAX_COMMIT_GAP_S, spent_s * _COMMIT_COST_FACTOR)
+        if now_s - self._last_commit_s < self._commit_gap_s():
+            return
+        if self.pipeline.commits_waiting:
+            self._last_change_s = now_s
+        if self._repeat_due(now_s):
+            # An asynchronous commit the broker refused (its coordinator moving or loading) is
+            # not reported back (kafka_io): the latest commits are made again a few times, so a
+            # partition that went quiet right after a refusal still gets its offset committed.
+            self.pipeline.recommit(sorted(self._assigned))
+            self._last_repeat_s = now_s
+        self._commit(asynchronous=True)
+        self._last_commit_s = now_s
+        spent_s = self._clock.monotonic_s() - now_s
+        self._commit_cost_gap_s = min(_MAX_COMMIT_GAP_S, spent_s * _COMMIT_COST_FACTOR)
+
+    def _repeat_due(self, now_s: float) -> bool:
+        """Every `_REPEAT_EVERY_S`, for `_REPEAT_FOR_S` after the last commit that carried news."""
+        return (
+            bool(self._assigned)
+            and now_s - self._last_repeat_s >= _REPEAT_EVERY_S
+            and now_s - self._last_change_s <= _REPEAT_FOR_S
+        )
 
     def _commit(self, *, asynchronous: bool) -> bool:
         return self._commit_offsets(self.pipeline.take_commits(), asynchronous=asynchronous)
 
     def _commit_offsets(self, commits: dict[TopicPartition, Commit], *, asynchronous: bool) -> bool:
-        """Commit what is assigned. What the broker refused is committed again later; the lag is
-        measured from what it acknowledged (`_take_commit_outcomes`)."""
+        """Commit what is assigned; the lag is measured from what was committed. A commit the
+        broker refused (synchronous), or that could not be sent, is made again after
+        `_COMMIT_RETRY_S`."""
         commits = {tp: c for tp, c in commits.items() if tp in self._assigned}
-        if not commits or self._source.commit(commits, asynchronous=asynchronous):
+        if not commits:
             return True
-        self._refused(list(commits))
-        return False
-
-    def _take_commit_outcomes(self) -> None:
-        """The broker's answers to earlier commits: acknowledged offsets count (metrics, lag);
-        refused partitions are committed again after `_COMMIT_RETRY_S`."""
-        refused: dict[TopicPartition, str] = {}
-        for outcome in self._source.take_commit_outcomes():
-            if outcome.acked:
-                self._metrics.committed(len(outcome.acked))
-            for tp, offset in outcome.acked.items():
-                if tp in self._assigned:
-                    self._committed[tp] = offset
-            refused.update(outcome.failed)
-        if refused:
-            first = next(iter(refused.values()))
-            log.warning("offset commit refused for %s: %s; retrying", _fmt(list(refused)), first)
-            self._refused(list(refused))
-
-    def _refused(self, tps: list[TopicPartition]) -> None:
-        self.pipeline.recommit([tp for tp in tps if tp in self._assigned])
+        if self._source.commit(commits, asynchronous=asynchronous):
+            self._metrics.committed(len(commits))
+            self._committed.update({tp: c.offset for tp, c in commits.items()})
+            return True
+        self.pipeline.recommit(list(commits))
         self._commit_retry_at_s = self._clock.monotonic_s() + _COMMIT_RETRY_S
+        return False
 
     def _lag(self) -> dict[TopicPartition, int]:
         """High watermark minus the committed offset (the low watermark before any commit): a

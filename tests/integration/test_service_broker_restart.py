@@ -56,8 +56,9 @@ def test_broker_restart_mid_stream_loses_nothing(kafka_broker: KafkaBroker, tmp_
 def test_commit_refused_while_the_broker_is_down_is_made_again(
     kafka_broker: KafkaBroker, tmp_path: Path
 ) -> None:
-    """Sends settle while the broker is down, so their commit is refused; nothing is read after
-    the broker is back, and still the offsets are committed (the refused commit is retried)."""
+    """Sends settle while the broker is down, so their commit is refused or held back by
+    librdkafka (timing decides which); nothing is read after the broker is back, and still the
+    offsets are committed (the loop repeats its latest commits for a while after news)."""
     if kafka_broker.local is None:
         pytest.skip("KAFKA_BOOTSTRAP_SERVERS points at a broker these tests did not start")
     with start_emulator(api_keys=(API_KEY,)) as emulator:
@@ -95,7 +96,3 @@ def test_commit_refused_while_the_broker_is_down_is_made_again(
             assert service.wait(60) == 0, service.log()
         finally:
             service.ensure_stopped()
-        # Whether librdkafka refused the commit or queued it until the coordinator came back
-        # depends on timing; either way the offsets must be committed (asserted above). The
-        # refusal path itself is tested in tests/unit/test_commit_outcomes.py.
-        print("commit refused and retried:", "offset commit refused" in service.log())

@@ -297,9 +297,6 @@ class FakeSource:
     def commit(self, commits: dict[TopicPartition, Commit], *, asynchronous: bool) -> bool:
         return True
 
-    def take_commit_outcomes(self) -> list[Any]:
-        return []
-
     def pause(self, tps: Sequence[TopicPartition]) -> None:
         pass
 

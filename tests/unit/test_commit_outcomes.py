@@ -1,5 +1,6 @@
-"""The loop's handling of the broker's answers to offset commits: a refused commit is made again
-(after a pause), even when nothing settles after it; only acknowledged offsets count."""
+"""The loop's offset commits when the broker may refuse them: a refused (or unsendable) commit is
+made again after a pause, even when nothing settles after it; and since an asynchronous commit's
+answer is not reported (kafka_io), the latest commits are repeated for a while after news."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 from consumer.clock import ManualClock
-from consumer.kafka_io import CommitOutcome, KafkaSource
+from consumer.kafka_io import KafkaSource
 from consumer.metrics import Metrics
 from consumer.offsets import Commit, OffsetTracker, TopicPartition
 from consumer.pipeline import Pipeline
@@ -17,11 +18,11 @@ TP: TopicPartition = ("t", 0)
 
 
 class Source:
-    """Records commits; the test decides what the broker answers."""
+    """Records commits; `refuse` makes the next ones fail as a refused commit does."""
 
     def __init__(self) -> None:
         self.sent: list[dict[TopicPartition, int]] = []
-        self.outcomes: list[CommitOutcome] = []
+        self.refuse = False
 
     def subscribe(self, topics: Iterable[str]) -> None:
         pass
@@ -31,11 +32,7 @@ class Source:
 
     def commit(self, commits: dict[TopicPartition, Commit], *, asynchronous: bool) -> bool:
         self.sent.append({tp: c.offset for tp, c in commits.items()})
-        return True
-
-    def take_commit_outcomes(self) -> list[CommitOutcome]:
-        outcomes, self.outcomes = self.outcomes, []
-        return outcomes
+        return not self.refuse
 
     def pause(self, tps: Sequence[TopicPartition]) -> None:
         pass
@@ -60,58 +57,72 @@ class TrackerPipeline:
     def recommit(self, tps: list[TopicPartition]) -> None:
         self.tracker.recommit(tps)
 
+    @property
+    def commits_waiting(self) -> bool:
+        return self.tracker.changed
 
-def _service() -> tuple[ConsumerService, Source, TrackerPipeline, ManualClock, Metrics]:
-    source, pipeline, clock, metrics = Source(), TrackerPipeline(), ManualClock(), Metrics()
+
+def _service() -> tuple[ConsumerService, Source, TrackerPipeline, ManualClock]:
+    source, pipeline, clock = Source(), TrackerPipeline(), ManualClock()
     service = ConsumerService(
         cast(Pipeline, pipeline),
         lambda _svc: cast(KafkaSource, source),
-        metrics,
+        Metrics(),
         None,
         LoopSettings(100, 1 << 20, 0.0, 1.0, 1.0),
         clock=clock,
     )
     service.on_assign([TP])
-    return service, source, pipeline, clock, metrics
+    return service, source, pipeline, clock
 
 
-def _commits_total(metrics: Metrics) -> float:
-    value = metrics.registry.get_sample_value("braze_consumer_commits_total")
-    return 0.0 if value is None else value
+def _settle_one(pipeline: TrackerPipeline, offset: int) -> None:
+    pipeline.tracker.track(TP, offset, 1)
+    pipeline.tracker.settle(TP, offset)
+
+
+def _turns(service: ConsumerService, clock: ManualClock, seconds: float) -> None:
+    """The loop's commit step every 0.2 s (its idle poll) for `seconds`."""
+    for _ in range(round(seconds / 0.2)):
+        clock.advance(0.2)
+        service._commit_due(clock.monotonic_s())
 
 
 def test_a_refused_commit_is_made_again_after_a_pause() -> None:
-    service, source, pipeline, clock, metrics = _service()
-    pipeline.tracker.track(TP, 0, 1)
-    pipeline.tracker.settle(TP, 0)
-    clock.advance(1)
-    service._commit_due(clock.monotonic_s())
+    service, source, pipeline, clock = _service()
+    _settle_one(pipeline, 0)
+    source.refuse = True
+    _turns(service, clock, 0.2)
     assert source.sent == [{TP: 1}]
-    # The broker refuses it; nothing settles after that.
-    source.outcomes.append(CommitOutcome(acked={}, failed={TP: "NOT_COORDINATOR"}))
-    service._take_commit_outcomes()
-    assert _commits_total(metrics) == 0
-    clock.advance(0.5)
-    service._commit_due(clock.monotonic_s())
+    source.refuse = False
+    _turns(service, clock, 0.6)
     assert source.sent == [{TP: 1}]  # not at once: the broker is given a moment
-    clock.advance(0.6)
-    service._commit_due(clock.monotonic_s())
-    assert source.sent == [{TP: 1}, {TP: 1}]
-    source.outcomes.append(CommitOutcome(acked={TP: 1}, failed={}))
-    service._take_commit_outcomes()
-    assert _commits_total(metrics) == 1
-    clock.advance(1)
-    service._commit_due(clock.monotonic_s())
-    assert source.sent == [{TP: 1}, {TP: 1}]  # acknowledged: nothing more to commit
+    _turns(service, clock, 0.6)
+    assert source.sent == [{TP: 1}, {TP: 1}]  # nothing settled since, and still committed
 
 
-def test_an_outcome_for_a_partition_no_longer_held_is_not_retried() -> None:
-    service, source, pipeline, clock, _metrics = _service()
-    pipeline.tracker.track(TP, 0, 1)
-    pipeline.tracker.settle(TP, 0)
-    other: TopicPartition = ("t", 9)
-    source.outcomes.append(CommitOutcome(acked={}, failed={other: "UNKNOWN_MEMBER_ID"}))
-    service._take_commit_outcomes()
-    clock.advance(2)
-    service._commit_due(clock.monotonic_s())
+def test_the_latest_commit_is_repeated_for_a_minute_after_news_then_not() -> None:
+    service, source, pipeline, clock = _service()
+    _settle_one(pipeline, 0)
+    _turns(service, clock, 0.2)
+    assert source.sent == [{TP: 1}]
+    _turns(service, clock, 30)
+    assert 5 <= len(source.sent) <= 8  # every 5 s, though nothing changed
+    assert all(sent == {TP: 1} for sent in source.sent)
+    _turns(service, clock, 40)
+    quiet = len(source.sent)
+    _turns(service, clock, 60)
+    assert len(source.sent) == quiet  # a minute after the last news: no more repeats
+    _settle_one(pipeline, 1)
+    _turns(service, clock, 0.2)
+    assert source.sent[-1] == {TP: 2}
+
+
+def test_a_partition_no_longer_held_is_not_committed_again() -> None:
+    service, source, pipeline, clock = _service()
+    _settle_one(pipeline, 0)
+    _turns(service, clock, 0.2)
+    service._forget([TP])
+    pipeline.tracker.forget([TP])
+    _turns(service, clock, 30)
     assert source.sent == [{TP: 1}]
