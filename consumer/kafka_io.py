@@ -7,6 +7,7 @@ Everything crossing this boundary is a plain type (`RawMessage`, `(topic, partit
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,9 @@ from consumer.settings import ClientValue
 log = logging.getLogger(__name__)
 
 PartitionsCallback = Callable[[list[PartitionKey]], None]
+# Fresh watermarks (asked while paused): one ask, and a whole round, waits at most this long.
+_FRESH_TIMEOUT_S = 0.5
+_FRESH_BUDGET_S = 1.0
 
 
 class KafkaFatalError(Exception):
@@ -163,15 +167,29 @@ class KafkaSource:
     ) -> dict[PartitionKey, tuple[int, int]]:
         """(low, high) watermark per partition: from the last fetch (no broker call), or `fresh`
         from the broker (a paused partition fetches nothing, so its cached figure stands still).
-        Partitions without a known figure are left out."""
+        Partitions without a known figure are left out.
+
+        Fresh figures are asked on the consumer loop, so a round is bounded: once one ask fails
+        (the broker is down or slow), or `_FRESH_BUDGET_S` is spent, the rest are cached figures.
+        Without that, a broker outage during a hold blocked the loop 2 s per partition."""
         marks: dict[PartitionKey, tuple[int, int]] = {}
+        deadline = time.monotonic() + _FRESH_BUDGET_S
         for topic, partition in tps:
-            try:
-                low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=2.0, cached=not fresh
-                )
-            except KafkaException:
-                continue
+            tp = TopicPartition(topic, partition)
+            found = None
+            if fresh and time.monotonic() < deadline:
+                try:
+                    found = self._consumer.get_watermark_offsets(
+                        tp, timeout=_FRESH_TIMEOUT_S, cached=False
+                    )
+                except KafkaException:
+                    deadline = 0.0  # the broker does not answer: cached figures from here on
+            if found is None:
+                try:
+                    found = self._consumer.get_watermark_offsets(tp, cached=True)
+                except KafkaException:
+                    continue
+            low, high = found
             if high >= 0:
                 marks[(topic, partition)] = (max(low, 0), high)
         return marks
