@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from consumer.metrics import Metrics
-from consumer.rules import RulesError, RulesTable, load_rules
+from consumer.rules import RulesError, RulesTable, load_rules_many
 from consumer.rules.load import expand_rule_paths
 
 log = logging.getLogger(__name__)
@@ -32,22 +32,16 @@ class VersionedRules:
 
 
 def load_versioned(path: Path, max_bytes: int) -> VersionedRules:
-    """The rules at `path` and their version; raises RulesError (or OSError) like `load_rules`."""
-    table = load_rules(path, max_bytes=max_bytes)
-    return VersionedRules(table, rules_version(path))
-
-
-def rules_version(path: Path) -> str:
+    """The rules at `path` and their version, a hash of the very bytes that were parsed (a file
+    rewritten between the parse and a second read cannot give the table another file's
+    version); raises RulesError (or OSError) like `load_rules`."""
     digest = hashlib.sha256()
-    files, _ = expand_rule_paths([path])
-    for file in files:
-        digest.update(file.name.encode("utf-8", "surrogateescape") + b"\0")
-        try:
-            digest.update(file.read_bytes())
-        except OSError:
-            digest.update(b"\0unreadable")
-        digest.update(b"\0")
-    return digest.hexdigest()[:12]
+
+    def hash_file(file: Path, raw: bytes) -> None:
+        digest.update(file.name.encode("utf-8", "surrogateescape") + b"\0" + raw + b"\0")
+
+    table = load_rules_many([path], max_bytes=max_bytes, on_file=hash_file)
+    return VersionedRules(table, digest.hexdigest()[:12])
 
 
 def fingerprint(path: Path) -> Fingerprint:

@@ -19,7 +19,7 @@ steps after the scan (PyYAML's composer, `_record_lines`) go at most `max_depth`
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,14 +98,18 @@ def load_yaml_with_lines(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_nodes: int = DEFAULT_MAX_NODES,
+    on_bytes: Callable[[bytes], None] | None = None,
 ) -> tuple[object, LineIndex]:
-    """Read and parse one YAML file of at most `max_bytes` bytes.
+    """Read and parse one YAML file of at most `max_bytes` bytes; `on_bytes` sees the bytes
+    read (the rules version hashes exactly what was parsed).
 
     Raises `YamlError` (with a line; `YamlLimitError` for a refused file) or `OSError`.
     """
     if max_bytes < 0:
         raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
     raw = _read_at_most(Path(path), max_bytes)
+    if on_bytes is not None:
+        on_bytes(raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

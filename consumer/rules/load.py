@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,13 +49,19 @@ def load_rules_text(text: str, name: str = "<rules>") -> RulesTable:
     return _table([(name, _load_document(name, data, index))], [])
 
 
-def load_rules_many(paths: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> RulesTable:
+def load_rules_many(
+    paths: Sequence[Path],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    on_file: Callable[[Path, bytes], None] | None = None,
+) -> RulesTable:
     """Several files and/or folders as one table (rule ids unique across all of them).
 
-    `max_bytes` limits each file.
+    `max_bytes` limits each file; `on_file` sees each file's bytes as read (the version hash).
     """
     files, problems = expand_rule_paths(paths)
-    return _table([(str(file), _load_file(file, max_bytes)) for file in files], problems)
+    loaded = [(str(file), _load_file(file, max_bytes, on_file)) for file in files]
+    return _table(loaded, problems)
 
 
 def _table(files: list[tuple[str, _Loaded]], problems: list[RuleProblem]) -> RulesTable:
@@ -93,10 +99,13 @@ def expand_rule_paths(paths: Sequence[Path]) -> tuple[list[Path], list[RuleProbl
     return files, problems
 
 
-def _load_file(path: Path, max_bytes: int) -> _Loaded:
+def _load_file(
+    path: Path, max_bytes: int, on_file: Callable[[Path, bytes], None] | None = None
+) -> _Loaded:
     name = str(path)
+    on_bytes = None if on_file is None else (lambda raw: on_file(path, raw))
     try:
-        data, index = load_yaml_with_lines(path, max_bytes=max_bytes)
+        data, index = load_yaml_with_lines(path, max_bytes=max_bytes, on_bytes=on_bytes)
     except YamlError as exc:
         return _Loaded([], [], [_yaml_problem(name, exc)])
     except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -91,3 +92,14 @@ def test_a_configmap_symlink_swap_is_noticed(tmp_path: Path) -> None:
     loaded = watcher.check(10.0)
     assert loaded is not None
     assert loaded.table.topics == frozenset({"u"})
+
+
+def test_the_version_is_a_hash_of_the_bytes_that_were_parsed(tmp_path: Path) -> None:
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "a.yaml").write_text(RULE.format(rule_id="a", topic="t"), encoding="utf-8")
+    (folder / "b.yaml").write_text(RULE.format(rule_id="b", topic="u"), encoding="utf-8")
+    digest = hashlib.sha256()
+    for name in ("a.yaml", "b.yaml"):
+        digest.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+    assert load_versioned(folder, 1 << 20).version == digest.hexdigest()[:12]
