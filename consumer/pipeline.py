@@ -188,15 +188,22 @@ class Pipeline:
     def settle(self, timeout_s: float, tps: Collection[TopicPartition] | None = None) -> bool:
         """Tick until every tracked event (of `tps`) is settled, or `timeout_s` passes. Events
         waiting for the Schema Registry are not waited for (the registry failed them; they are
-        read again after a restart or by the partition's next owner)."""
+        read again after a restart or by the partition's next owner), nor is a hold with nothing
+        under way (`_stuck`)."""
         deadline_s = self._clock.monotonic_s() + timeout_s
-        while self.unsettled(tps) > self._waits.waiting(tps):
+        while self.unsettled(tps) > self._waits.waiting(tps) and not self._stuck():
             left_s = deadline_s - self._clock.monotonic_s()
             if left_s <= 0:
                 return False
             self.tick(min(_SETTLE_STEP_S, left_s))
             self.on_wait()
         return True
+
+    def _stuck(self) -> bool:
+        """Holding, with no request and no dead-letter write under way: nothing can settle
+        before the next probe, so a revoke or drain has nothing to wait for (what is held is
+        read again by the partition's next owner, or after the restart)."""
+        return self._hold.holding and not self._sends.in_flight and not self._dlq.unacked
 
     def take_commits(self) -> dict[TopicPartition, Commit]:
         return self._tracker.take_commits()

@@ -1099,3 +1099,15 @@ def test_revoke_and_drain_do_not_wait_for_events_waiting_for_the_registry(
     assert h.pipeline.unsettled() == 1
     assert h.pipeline.revoke([TP], timeout_s=5.0) == {}  # nothing settled to commit
     assert h.pipeline.waiting_for_schema == 0
+
+
+def test_a_revoke_during_a_hold_does_not_wait_for_what_cannot_settle(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()
+    _hold_on(h, HoldCause.OUTAGE, events=3)
+    started = time.monotonic()
+    commits = h.pipeline.revoke([TP], timeout_s=5.0)
+    assert time.monotonic() - started < 1.0  # not the whole revoke timeout
+    assert commits == {}  # nothing settled: the next owner reads the 3 events again
+    assert h.sink.written == []
