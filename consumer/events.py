@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from consumer.json_codec import loads_event
 from consumer.json_types import JSONObject, JSONValue
 from consumer.reasons import Reason
+from consumer.schemas.errors import RegistryUnavailableError, UndecodableError
 
 if TYPE_CHECKING:  # the registry client is imported only where a registry is configured
     from consumer.schemas.decoder import WireDecoder
@@ -106,9 +107,6 @@ def decode_any(
 def _decode_wire(
     raw: RawMessage, wire: WireDecoder, wire_value: bool, wire_key: bool
 ) -> Event | DecodeError | SchemaWait:
-    from consumer.schemas.decoder import UndecodableError  # noqa: PLC0415
-    from consumer.schemas.registry import RegistryUnavailableError  # noqa: PLC0415
-
     meta = raw.meta
     extra: JSONObject = {}
     try:

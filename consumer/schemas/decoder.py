@@ -15,7 +15,6 @@ message).
 from __future__ import annotations
 
 import io
-import threading
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry._sync.protobuf import _resolve_named_schema
@@ -33,18 +32,17 @@ from google.protobuf.message_factory import GetMessageClass
 
 from consumer.json_types import JSONValue
 from consumer.schemas import wire
+from consumer.schemas.errors import RegistryUnavailableError, UndecodableError, UnknownSchemaError
 from consumer.schemas.registry import (
+    SCHEMA_NOT_FOUND,
+    SUBJECT_NOT_FOUND,
     Registry,
-    RegistryUnavailableError,
     SchemaInfo,
-    UnknownSchemaError,
-    describe,
+    translate,
 )
+
+__all__ = ["UndecodableError", "WireDecoder", "protobuf_messages", "subject_of"]
 from consumer.schemas.to_json import avro_to_json, proto_to_json
-
-
-class UndecodableError(Exception):
-    """The bytes do not decode with their schema, or name a schema the registry does not have."""
 
 
 def subject_of(topic: str, is_key: bool) -> str:
@@ -80,15 +78,12 @@ class WireDecoder:
             return self._decode(info, data, ctx), info
         except (RegistryUnavailableError, UndecodableError):
             raise
-        except SchemaRegistryError as exc:
+        except (SchemaRegistryError, httpx.HTTPError) as exc:
             # A fetch the deserializer made itself (a reference, the schema in another format).
-            if exc.http_status_code == 404 and exc.error_code in (40401, 40402, 40403):
-                raise UndecodableError(f"schema {schema_id}: {describe(exc)}") from None
-            raise RegistryUnavailableError(f"schema {schema_id}: {describe(exc)}") from None
-        except httpx.HTTPError as exc:
-            raise RegistryUnavailableError(
-                f"schema {schema_id}: {type(exc).__name__}: {exc}"
-            ) from None
+            failure = translate(exc, f"schema {schema_id}", SCHEMA_NOT_FOUND | SUBJECT_NOT_FOUND)
+            if isinstance(failure, UnknownSchemaError):
+                raise UndecodableError(str(failure)) from None
+            raise failure from None
         except Exception as exc:  # the decoders raise anything on hostile bytes
             text = str(exc) or type(exc).__name__
             raise UndecodableError(f"{info.type} schema {schema_id}: {text[:300]}") from None
@@ -111,7 +106,6 @@ class _ProtobufReader:
         self._client = client
         self._classes: dict[tuple[int, tuple[int, ...]], type[Message]] = {}
         self._pools: dict[int, list[Descriptor]] = {}
-        self._lock = threading.Lock()
 
     def read(self, data: bytes, ctx: SerializationContext) -> Message:
         schema_id = SchemaId("PROTOBUF")

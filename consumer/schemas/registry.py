@@ -21,22 +21,17 @@ from confluent_kafka.schema_registry import RegisteredSchema, Schema, SchemaRegi
 from confluent_kafka.schema_registry.common._httpx_compat import httpx
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from consumer.schemas.errors import RegistryUnavailableError, UnknownSchemaError
 from consumer.settings import SchemaRegistrySettings
+
+__all__ = ["Registry", "RegistryUnavailableError", "SchemaInfo", "UnknownSchemaError"]
 
 log = logging.getLogger(__name__)
 
 # The registry's own "not found" error codes. A 404 without one (a proxy's page, a URL missing
 # /apis/ccompat/v7) says nothing about the schema: the deployment is wrong, so the event waits.
-_SCHEMA_NOT_FOUND = frozenset({40403})
-_SUBJECT_NOT_FOUND = frozenset({40401, 40402})
-
-
-class RegistryUnavailableError(Exception):
-    """The registry could not answer (a system failure: hold, retry, dead-letter nothing)."""
-
-
-class UnknownSchemaError(Exception):
-    """The registry answered that it has no such schema (the event's failure)."""
+SCHEMA_NOT_FOUND = frozenset({40403})
+SUBJECT_NOT_FOUND = frozenset({40401, 40402})
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +93,7 @@ class Registry:
         schema: Schema = _call(
             lambda: self.client.get_schema(schema_id, subject, fmt),
             f"schema id {schema_id}",
-            _SCHEMA_NOT_FOUND,
+            SCHEMA_NOT_FOUND,
         )
         return schema
 
@@ -108,11 +103,13 @@ class Registry:
         found = self._infos.get(schema_id)
         if found is not None:
             return found
-        schema = self.schema(schema_id)
+        # With the subject, as the deserializers ask: the client's cache is per (subject, id),
+        # so their own fetch of this schema is then answered from it.
+        schema = self.schema(schema_id, topic_subject)
         versions = _call(
             lambda: self.client.get_schema_versions(schema_id),
             f"versions of schema {schema_id}",
-            _SCHEMA_NOT_FOUND,
+            SCHEMA_NOT_FOUND,
         )
         chosen = next((v for v in versions if v.subject == topic_subject), None)
         if chosen is None and versions:
@@ -132,7 +129,7 @@ class Registry:
             latest: RegisteredSchema = _call(
                 lambda: self.client.get_latest_version(subject),
                 f"subject {subject}",
-                _SUBJECT_NOT_FOUND,
+                SUBJECT_NOT_FOUND,
             )
         except UnknownSchemaError:
             return None
@@ -142,17 +139,24 @@ class Registry:
 def _call(fetch: Any, what: str, not_found: frozenset[int]) -> Any:
     try:
         return fetch()
-    except SchemaRegistryError as exc:
-        if exc.http_status_code == 404 and exc.error_code in not_found:
-            raise UnknownSchemaError(
-                f"{what}: the registry has none ({exc.error_message})"
-            ) from None
-        raise RegistryUnavailableError(f"{what}: {describe(exc)}") from None
-    except httpx.HTTPError as exc:
-        raise RegistryUnavailableError(f"{what}: {type(exc).__name__}: {exc}") from None
+    except (SchemaRegistryError, httpx.HTTPError) as exc:
+        raise translate(exc, what, not_found) from None
     except (ValueError, TypeError, KeyError) as exc:
         # An answer that is not the registry's JSON (a proxy's page, a truncated body).
         raise RegistryUnavailableError(f"{what}: unreadable answer: {exc}") from None
+
+
+def translate(
+    exc: SchemaRegistryError | httpx.HTTPError, what: str, not_found: frozenset[int]
+) -> RegistryUnavailableError | UnknownSchemaError:
+    """A failed registry request as one of the two kinds: the registry's own "not found" (a 404
+    with one of the `not_found` codes) is the event's; anything else is the registry's or the
+    deployment's (HTTP errors, 5xx, 401/403, a proxy's 404, no connection)."""
+    if isinstance(exc, SchemaRegistryError):
+        if exc.http_status_code == 404 and exc.error_code in not_found:
+            return UnknownSchemaError(f"{what}: the registry has none ({exc.error_message})")
+        return RegistryUnavailableError(f"{what}: {describe(exc)}")
+    return RegistryUnavailableError(f"{what}: {type(exc).__name__}: {exc}")
 
 
 def describe(exc: SchemaRegistryError) -> str:
