@@ -174,7 +174,7 @@ def build_parts(loaded: Loaded, clock: Clock | None = None) -> Parts:
     return Parts(metrics, client, producer, pipeline, clock, wire)
 
 
-def check_rules_against_registry(rules: Path, wire: WireDecoder) -> None:
+def check_rules_against_registry(rules: Path, max_bytes: int, wire: WireDecoder) -> None:
     """`rules check --schema-registry` at start: each problem is a warning (the rules are valid;
     a schema may lag behind or run ahead of them), never a reason not to start."""
     from consumer.rules import schema_check  # noqa: PLC0415  # only with a registry
@@ -184,7 +184,7 @@ def check_rules_against_registry(rules: Path, wire: WireDecoder) -> None:
         return schema_check.subject_shape(wire.registry, subject)
 
     try:
-        problems = schema_check.check_rules_against_schemas([rules], latest)
+        problems = schema_check.check_rules_against_schemas([rules], latest, max_bytes=max_bytes)
     except (RegistryUnavailableError, schema_check.SchemaCheckError) as exc:
         log.warning("rules not checked against the schema registry: %s", exc)
         return
@@ -266,7 +266,7 @@ def run_service(
         return _cannot_start(str(exc))
     parts.pipeline.on_wait = service.publish_gauges
     if parts.wire is not None:
-        check_rules_against_registry(settings.rules, parts.wire)
+        check_rules_against_registry(settings.rules, settings.rules_max_bytes, parts.wire)
     install_signal_handlers(service.stop)
     code = 1
     try:

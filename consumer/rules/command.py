@@ -19,7 +19,6 @@ from consumer.events import (
     KafkaMeta,
     RawMessage,
     SchemaWait,
-    decode,
     decode_any,
 )
 from consumer.intents import (
@@ -45,7 +44,7 @@ from consumer.rules.errors import RuleProblem, RulesError
 from consumer.rules.jsonvalues import as_json
 from consumer.rules.load import expand_rule_paths, load_rules, load_rules_many
 from consumer.rules.table import RulesTable
-from consumer.yaml_lines import LineIndex, Loc, YamlError, load_yaml_with_lines
+from consumer.yaml_lines import DEFAULT_MAX_BYTES, LineIndex, Loc, YamlError, load_yaml_with_lines
 
 if TYPE_CHECKING:  # the registry client loads only when a registry is asked for
     from consumer.schemas.decoder import WireDecoder
@@ -290,7 +289,7 @@ def preview_lines(
             ),
             value,
         )
-        decoded = decode_any(raw, wire) if binary else decode(raw)
+        decoded = decode_any(raw, wire)
         if isinstance(decoded, SchemaWait):
             decoded = DecodeError(raw, "schema_registry", decoded.detail)
         elif binary and wire is None:
@@ -322,8 +321,6 @@ def _event_bytes(
     if encode is not None:
         return encode(json.loads(line)), True
     text = line.removeprefix(_BASE64_PREFIX)
-    if text[:1] in (b"{", b"["):
-        return line, False
     try:
         value = base64.b64decode(text, validate=True)
     except ValueError:
@@ -468,11 +465,11 @@ class RawRule:
         return self.index.line_of((*self.loc, *loc))
 
 
-def raw_rules(paths: Sequence[Path]) -> Iterator[RawRule]:
+def raw_rules(paths: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[RawRule]:
     """Every rule mapping of the files `paths` name; unreadable files are the loader's to report."""
     for file in expand_rule_paths(paths)[0]:
         try:
-            data, index = load_yaml_with_lines(file)
+            data, index = load_yaml_with_lines(file, max_bytes=max_bytes)
         except (YamlError, OSError):
             continue
         rules = data.get("rules") if isinstance(data, dict) else None

@@ -48,8 +48,9 @@ from consumer.rules.model import Issue
 from consumer.rules.templates import Expression, Text, compile_string
 from consumer.schemas import shapes
 from consumer.schemas.decoder import protobuf_messages, subject_of
-from consumer.schemas.registry import Registry, RegistryUnavailableError, describe
+from consumer.schemas.registry import Registry, RegistryUnavailableError, translate
 from consumer.schemas.shapes import ANY, Obj, Shape
+from consumer.yaml_lines import DEFAULT_MAX_BYTES
 
 _KAFKA = "_kafka"
 # Operators whose operand says which JSON type the value must have; the others (ne, not_in,
@@ -105,10 +106,8 @@ def subject_shape(registry: Registry, subject: str) -> SubjectSchema | None:
         shape = _registered_shape(registry, subject, kind, registered)
     except (RegistryUnavailableError, SchemaCheckError):
         raise
-    except SchemaRegistryError as exc:  # a reference the Protobuf schema imports
-        raise RegistryUnavailableError(f"subject {subject}: {describe(exc)}") from None
-    except httpx.HTTPError as exc:
-        raise RegistryUnavailableError(f"subject {subject}: {type(exc).__name__}: {exc}") from None
+    except (SchemaRegistryError, httpx.HTTPError) as exc:  # a reference the Protobuf schema imports
+        raise translate(exc, f"subject {subject}", frozenset()) from None
     except Exception as exc:  # the parsers' own errors on a schema they cannot read
         text = " ".join((str(exc) or type(exc).__name__).split())[:300]
         raise SchemaCheckError(
@@ -131,8 +130,7 @@ def _registered_shape(
         # would return the text form `Registry.latest` just fetched.
         if registered.schema_id is None:
             raise SchemaCheckError(f"subject {subject}: the registry gave no schema id")
-        serialized = registry.client.get_schema(registered.schema_id, subject, "serialized")
-        messages = protobuf_messages(registry.client, serialized)
+        messages = protobuf_messages(registry.client, registry.serialized(registered.schema_id))
         if not messages:
             raise SchemaCheckError(f"subject {subject}: its Protobuf schema has no message")
         return shapes.protobuf_shape(messages[0])
@@ -140,14 +138,17 @@ def _registered_shape(
 
 
 def check_rules_against_schemas(
-    paths: Sequence[Path], latest: Callable[[str], SubjectSchema | None]
+    paths: Sequence[Path],
+    latest: Callable[[str], SubjectSchema | None],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> list[RuleProblem]:
     """Every problem of the rules in `paths` against the latest schema of each of their topics'
     value subjects (`latest(subject)`, asked once per subject; None: no such subject), in file
     and line order. Exceptions from `latest` propagate."""
     schemas: dict[str, SubjectSchema | None] = {}
     problems: list[RuleProblem] = []
-    for rule in raw_rules(paths):
+    for rule in raw_rules(paths, max_bytes=max_bytes):
         found: dict[tuple[int, str], None] = {}
         for topic in _topics(rule.spec):
             subject = subject_of(topic, is_key=False)
@@ -427,10 +428,6 @@ class _ExpressionReader:
                 self.read(self._children(argument)[0], items)
         return _UNKNOWN
 
-    def expref(self, node: Node, at: _At) -> _At:
-        self.read(self._children(node)[0], _UNKNOWN)
-        return _UNKNOWN
-
 
 _KEYED_FUNCTIONS = frozenset({"map", "sort_by", "min_by", "max_by"})
 _VISITS: dict[str, Callable[[_ExpressionReader, Node, _At], _At]] = {
@@ -453,7 +450,6 @@ _VISITS: dict[str, Callable[[_ExpressionReader, Node, _At], _At]] = {
     "multi_select_list": _ExpressionReader.opaque,
     "multi_select_dict": _ExpressionReader.opaque,
     "function_expression": _ExpressionReader.function,
-    "expref": _ExpressionReader.expref,
 }
 
 

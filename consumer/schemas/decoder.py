@@ -58,7 +58,7 @@ class WireDecoder:
         client = registry.client
         self._avro = AvroDeserializer(client)
         self._json = JSONDeserializer(None, schema_registry_client=client)
-        self._protobuf = _ProtobufReader(client)
+        self._protobuf = _ProtobufReader(registry)
 
     def decode(self, data: bytes, topic: str, is_key: bool = False) -> tuple[JSONValue, SchemaInfo]:
         """The decoded value as JSON and its schema's identity. Raises `RegistryUnavailableError`
@@ -95,19 +95,19 @@ class WireDecoder:
             value: JSONValue = self._json(data, ctx)
             return value
         if info.type == "PROTOBUF":
-            return proto_to_json(self._protobuf.read(data, ctx))
+            return proto_to_json(self._protobuf.read(data))
         raise UndecodableError(f"schema {info.id} is of type {info.type}, which is not supported")
 
 
 class _ProtobufReader:
     """A Protobuf message of the writer's schema, its class built from the registry's schema."""
 
-    def __init__(self, client: SchemaRegistryClient) -> None:
-        self._client = client
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
         self._classes: dict[tuple[int, tuple[int, ...]], type[Message]] = {}
         self._pools: dict[int, list[Descriptor]] = {}
 
-    def read(self, data: bytes, ctx: SerializationContext) -> Message:
+    def read(self, data: bytes) -> Message:
         schema_id = SchemaId("PROTOBUF")
         payload = schema_id.from_bytes(io.BytesIO(data))
         if schema_id.id is None:
@@ -116,20 +116,16 @@ class _ProtobufReader:
         key = (schema_id.id, indexes)
         message_class = self._classes.get(key)
         if message_class is None:
-            message_class = self._message_class(schema_id.id, indexes, ctx)
+            message_class = self._message_class(schema_id.id, indexes)
             self._classes[key] = message_class
         message = message_class()
         message.ParseFromString(payload.read())
         return message
 
-    def _message_class(
-        self, schema_id: int, indexes: tuple[int, ...], ctx: SerializationContext
-    ) -> type[Message]:
+    def _message_class(self, schema_id: int, indexes: tuple[int, ...]) -> type[Message]:
         top = self._pools.get(schema_id)
         if top is None:
-            subject = subject_of(ctx.topic or "", ctx.field == MessageField.KEY)
-            schema: Schema = self._client.get_schema(schema_id, subject, "serialized")
-            top = protobuf_messages(self._client, schema)
+            top = protobuf_messages(self._registry.client, self._registry.serialized(schema_id))
             self._pools[schema_id] = top
         message_class: type[Message] = GetMessageClass(_message_descriptor(top, indexes))
         return message_class

@@ -51,7 +51,7 @@ def wire_encoder(registry: Registry, topic: str, kind: str) -> Callable[[JSONVal
     schema_id: int = latest.schema_id
     if wanted == "AVRO":
         return _avro_encoder(schema_id, json.loads(schema.schema_str or "null"))
-    served = registry.schema(schema_id, subject, "serialized")
+    served = registry.serialized(schema_id)
     message_class = GetMessageClass(protobuf_messages(registry.client, served)[0])
 
     def encode_proto(document: JSONValue) -> bytes:

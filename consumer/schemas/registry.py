@@ -97,6 +97,12 @@ class Registry:
         )
         return schema
 
+    def serialized(self, schema_id: int) -> Schema:
+        """The schema in Protobuf's serialized form (a base64 FileDescriptorProto). Asked without
+        a subject on purpose: the client caches per (subject, id) whatever the format, and the
+        other fetches (`info`, the deserializers) go with the subject, in the plain form."""
+        return self.schema(schema_id, None, "serialized")
+
     def info(self, schema_id: int, topic_subject: str) -> SchemaInfo:
         """Type, subject and version of `schema_id`: the subject `topic_subject` when the schema
         is registered under it (TopicNameStrategy), else the first the registry lists."""

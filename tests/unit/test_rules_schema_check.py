@@ -383,6 +383,9 @@ class FakeRegistry:
             raise RegistryUnavailableError("subject down-value: HTTP 503: unavailable")
         return self._latest.get(subject)
 
+    def serialized(self, schema_id: int) -> Schema:
+        return self.client.get_schema(schema_id, None, "serialized")
+
 
 def registered(subject: str, text: str, kind: str, schema_id: int = 1) -> RegisteredSchema:
     return RegisteredSchema(subject, 2, schema_id, None, Schema(text, kind))
