@@ -135,14 +135,16 @@ def protobuf_messages(client: SchemaRegistryClient, schema: Schema) -> list[Desc
     """The top-level message descriptors (in declaration order) of a Protobuf schema the
     registry served in the serialized form (`fmt="serialized"`), its references resolved."""
     if schema.schema_str is None:
-        raise UndecodableError("the registry's Protobuf schema has no text")
+        raise RegistryUnavailableError("the registry's Protobuf schema has no text")
     pool = DescriptorPool()
     _init_pool(pool)
     _resolve_named_schema(schema, client, pool)
     try:
         file_proto = _str_to_proto("default", schema.schema_str)
     except Exception as exc:  # a SerializationError, or binascii's on text
-        raise UndecodableError(
+        # The registry's limit, not the event's fault: the same bytes decode where the registry
+        # serves the serialized form. So the events wait (and the alert says why).
+        raise RegistryUnavailableError(
             "the registry served this Protobuf schema as .proto text, not in the serialized form "
             "(a base64 FileDescriptorProto) that can be read without protoc; Confluent Schema "
             f"Registry serves every schema so, Apicurio only those registered so ({exc})"
