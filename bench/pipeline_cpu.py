@@ -4,7 +4,10 @@ No Kafka and no HTTP: RawMessages are fed to `Pipeline.handle` in chunks of 500 
 does), the sender answers every request at once, and commits are taken each chunk. What this
 measures is the Python work per event that `make bench` (b) and (c) pay on top of Kafka and HTTP.
 
-    python -m bench.pipeline_cpu [--events 50000] [--match 1.0 0.1] [--profile]
+    python -m bench.pipeline_cpu [--events 50000] [--match 1.0 0.1] [--suite] [--profile]
+
+`--suite` feeds `make bench`'s own workload instead (its events and 10-rule table, every event
+or one in ten matching), so a change to the hot path can be compared in-process, in one run.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
+from bench.suite.workload import Mix, events, rules_yaml
 from consumer.batching import Batcher
 from consumer.braze.answers import HoldCause
 from consumer.braze.retry import RecipientResult
@@ -101,6 +105,16 @@ def messages(count: int, match: float, seed: int = 1) -> list[RawMessage]:
     return out
 
 
+def suite_messages(count: int, match: float) -> tuple[list[RawMessage], RulesTable]:
+    """`make bench`'s events (`bench.suite.workload`) and its rules: match 1.0 or 0.1."""
+    mix = Mix.ALL if match >= 1.0 else Mix.TENTH
+    out = []
+    for i, (key, value) in enumerate(events(count, mix)):
+        meta = KafkaMeta("t", i % PARTITIONS, i // PARTITIONS, key, 1_700_000_000_000, ())
+        out.append(RawMessage(meta, value))
+    return out, load_rules_text(rules_yaml("t"))
+
+
 def run(
     raws: list[RawMessage], rules: RulesTable | None = None, wire: WireDecoder | None = None
 ) -> Pipeline:
@@ -132,17 +146,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--match", type=float, nargs="+", default=[1.0, 0.1])
+    parser.add_argument("--suite", action="store_true", help="make bench's events and rules")
     parser.add_argument("--profile", action="store_true", help="cProfile, top 25 by own time")
     args = parser.parse_args()
     for match in args.match:
-        raws = messages(args.events, match)
+        rules = None
+        if args.suite:
+            raws, rules = suite_messages(args.events, match)
+        else:
+            raws = messages(args.events, match)
         started = time.process_time()
         if args.profile:
             profiler = cProfile.Profile()
-            pipeline = profiler.runcall(run, raws)
+            pipeline = profiler.runcall(run, raws, rules)
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         else:
-            pipeline = run(raws)
+            pipeline = run(raws, rules)
         spent = time.process_time() - started
         pipeline.close()
         print(

@@ -40,6 +40,7 @@ class Bench:
     emulator_cpu: int | None
     budget_key: str  # the Braze setting that holds the request budget
     in_flight: int  # braze.max_in_flight for (d): the default, or 16 when the default is lower
+    profile_dir: Path | None = None  # record each service run with py-spy (GIL samples) here
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,8 @@ class Setup:
         args += ["--summary-json", str(self._dir / "summary.json")]
         if exit_when_idle:
             args += ["--exit-when-idle", str(IDLE_S)]
+        if self._bench.profile_dir is not None:
+            args = _profiled(args, self._bench.profile_dir / f"{self._dir.name}.txt")
         env = dict(os.environ, BRAZE_API_KEY=API_KEY)
         log = self._dir / "service.log"
         self._child = Child(args, cpu=self._bench.service_cpu, log_path=log, env=env)
@@ -180,6 +183,15 @@ class Setup:
         path = self._dir / "consumer.yaml"
         path.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
         return path
+
+
+def _profiled(args: list[str], out: Path) -> list[str]:
+    """`args` under py-spy: raw stacks of the samples that hold the GIL, subprocesses too. The
+    figures of a profiled run are not comparable with an unprofiled one."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = [str(py_spy), "record", "--gil", "--format", "raw", "--rate", "250"]
+    return [*record, "--output", str(out), "--", *args]
 
 
 def fetch_records(control: EmulatorControl) -> list[tuple[int, Recorded]]:

@@ -2,6 +2,7 @@
 
     python -m bench.suite [--events 100000] [--budget-seconds 20] [--latency-seconds 20]
                           [--runs abcde] [--quick] [--results bench/results.md]
+                          [--profile DIR]
 
 Uses KAFKA_BOOTSTRAP_SERVERS when set, else starts (and stops) scripts/kafka-local on --port.
 Prints one table and writes it, with the machine's details, to bench/results.md (a --quick run
@@ -49,6 +50,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a short smoke run (10,000 events)")
     parser.add_argument("--results", type=Path, help=f"default {RESULTS} (not with --quick)")
     parser.add_argument("--port", type=int, default=29196, help="the local broker's port")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record each service run with py-spy (--gil --format raw) into DIR/<run>.txt",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.events = min(args.events, 10_000)
@@ -70,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="bench-suite-") as tmp,
     ):
         bench = Bench(
-            bootstrap, Path(tmp), service_cpu, emulator_cpu, defaults.budget_key, defaults.in_flight
+            bootstrap,
+            Path(tmp),
+            service_cpu,
+            emulator_cpu,
+            defaults.budget_key,
+            defaults.in_flight,
+            args.profile,
         )
         plan, names = _plan(args, bench, defaults.max_wait_ms), labels(args)
         rows = [_run(key, names[key], plan[key]) for key in args.runs if key in plan]
