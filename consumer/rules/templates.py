@@ -236,27 +236,54 @@ def compile_expression(source: str) -> Expression:
     return Expression(source, _metered_search(parsed.parsed))
 
 
-def _field_chain(node: dict[str, object]) -> tuple[str, ...] | None:
-    """The keys of `a.b."c-d"` if the AST is only field lookups, else None."""
-    if node.get("type") == "field":
+# A step of a lookup chain: an object key (str) or a list index (int, negative from the end).
+Lookup: TypeAlias = str | int
+
+
+def _field_chain(node: Mapping[str, object]) -> tuple[Lookup, ...] | None:
+    """The steps of `a.b."c-d"` or `a.items[0].sku` if the AST is only field lookups and
+    indexes, else None."""
+    kind = node.get("type")
+    if kind == "field":
         value = node.get("value")
         return (value,) if isinstance(value, str) else None
+    if kind == "index":
+        value = node.get("value")
+        return (value,) if type(value) is int else None
     children = node.get("children")
-    if node.get("type") != "subexpression" or not isinstance(children, list):
+    if kind not in ("subexpression", "index_expression") or not isinstance(children, list):
         return None
-    keys: list[str] = []
+    steps: list[Lookup] = []
     for child in children:
         chain = _field_chain(child) if isinstance(child, dict) else None
         if chain is None:
             return None
-        keys.extend(chain)
-    return tuple(keys)
+        steps.extend(chain)
+    if kind == "index_expression" and not isinstance(steps[-1], int):
+        return None  # `a[b]` is not an index (the parser never builds it; do not guess)
+    return tuple(steps)
 
 
-def _field_getter(keys: tuple[str, ...]) -> Callable[[JSONObject], JSONValue]:
-    """Same result as JMESPath for a field chain: null as soon as a step is not an object (a
-    step without an index never reads into a list)."""
-    return path_reader(tuple((key, None) for key in keys))
+def _field_getter(steps: tuple[Lookup, ...]) -> Callable[[JSONObject], JSONValue]:
+    """Same result as JMESPath for a lookup chain: null as soon as a key step meets anything but
+    an object, or an index step anything but a list (or an index out of its range)."""
+    if all(isinstance(step, str) for step in steps):
+        return path_reader(tuple((step, None) for step in steps if isinstance(step, str)))
+
+    def read(document: JSONObject) -> JSONValue:
+        current: JSONValue = document
+        for step in steps:
+            if isinstance(step, str):
+                if not isinstance(current, dict):
+                    return None
+                current = current.get(step)
+            elif isinstance(current, list) and -len(current) <= step < len(current):
+                current = current[step]
+            else:
+                return None
+        return current
+
+    return read
 
 
 # --- Load-time bounds ------------------------------------------------------------------------

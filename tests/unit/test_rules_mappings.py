@@ -135,13 +135,31 @@ def test_properties_all_missing_leaves_out_the_field() -> None:
 
 @pytest.mark.parametrize(
     "source",
-    ["a", "a.b", 'a."x-y".c', "_kafka.headers.h", "a.b.c.d"],
+    [
+        "a",
+        "a.b",
+        'a."x-y".c',
+        "_kafka.headers.h",
+        "a.b.c.d",
+        "a[0]",
+        "a[1]",
+        "a[-1]",
+        "a[-3]",
+        "a[2]",
+        "a[0].b",
+        "a[0][1]",
+        'a."x-y".c[0]',
+        "a.b[0].c",
+    ],
 )
 @pytest.mark.parametrize(
     "document",
     [
         {"a": {"b": {"c": {"d": 1}}, "x-y": {"c": [1]}}},
         {"a": [1, 2]},
+        {"a": [{"b": "first"}, [10, 11]]},
+        {"a": {"b": [{"c": 3}], "0": "key"}},
+        {"a": "text"},
         {"a": {"b": "text"}},
         {"a": None},
         {"_kafka": {"headers": {"h": "v"}}},
@@ -150,7 +168,9 @@ def test_properties_all_missing_leaves_out_the_field() -> None:
 )
 def test_field_chains_agree_with_jmespath(source: str, document: JSONObject) -> None:
     expected = jmespath.search(source, document)
-    rendered = compile_expression(source).render(document)
+    compiled = compile_expression(source)
+    assert not compiled.measured  # read directly, without the interpreter
+    rendered = compiled.render(document)
     assert rendered == (NOTHING if expected is None else expected)
 
 
