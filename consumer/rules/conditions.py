@@ -41,6 +41,9 @@ class Condition:
     path: str
     steps: tuple[Step, ...]
     test: Predicate
+    # The text an `eq` condition wants (`type: order.shipped`), else None: the rules table looks
+    # rules up by it (`consumer.rules.table`) instead of testing each.
+    equals_text: str | None = None
     # `resolve(document, steps)`, specialised at load for the common short paths (every event
     # of a topic is tested against its rules' conditions).
     read: Callable[[JSONValue], JSONValue] = field(init=False, repr=False, compare=False)
@@ -111,8 +114,18 @@ def compile_conditions(when: Mapping[str, object]) -> tuple[tuple[Condition, ...
             if isinstance(result, str):
                 issues.append(((path, *loc), result))
             else:
-                conditions.append(Condition(path, steps, result))
+                conditions.append(Condition(path, steps, result, _equals_text(spec, loc)))
     return tuple(conditions), [(("when", *loc), message) for loc, message in issues]
+
+
+def _equals_text(spec: object, loc: tuple[str, ...]) -> str | None:
+    """The operand of the predicate at `loc` when it is `eq` of a string."""
+    operand: object = None
+    if loc == ():
+        operand = spec
+    elif loc == ("eq",) and isinstance(spec, Mapping):
+        operand = spec.get("eq")
+    return operand if isinstance(operand, str) else None
 
 
 def _predicates(spec: object) -> Iterator[tuple[tuple[str, ...], Predicate | str]]:
