@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Generic, Protocol, TypeVar
 
@@ -60,8 +60,12 @@ class Dispatcher(Generic[T]):
     def __init__(self, sender: BatchSender, max_in_flight: int) -> None:
         self._sender = sender
         self._max_in_flight = max_in_flight
-        self._executor = ThreadPoolExecutor(max_in_flight, thread_name_prefix="braze-send")
-        self._done: queue.SimpleQueue[Future[Finished[T]]] = queue.SimpleQueue()
+        # Worker threads, started as requests need them (at most max_in_flight), each taking
+        # one job at a time: a bare queue costs a fraction of an executor's futures and
+        # callbacks, paid once per request on the consumer thread.
+        self._jobs: queue.SimpleQueue[tuple[Batch[T], bool] | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._done: queue.SimpleQueue[Finished[T]] = queue.SimpleQueue()
         self._queue: deque[Batch[T]] = deque()
         self._trying: set[tuple[str, str]] = set()  # unproven targets with a batch on the wire
         self.proven: set[tuple[str, str]] = set()  # targets Braze has taken a send for
@@ -70,9 +74,14 @@ class Dispatcher(Generic[T]):
 
     def send(self, batch: Batch[T], *, probe: bool = False) -> None:
         """Start `batch` now (a probe), bypassing the queue."""
-        future = self._executor.submit(self._send, batch, probe)
-        future.add_done_callback(self._done.put)
+        self._jobs.put((batch, probe))
         self.in_flight += 1
+        if len(self._workers) < min(self.in_flight, self._max_in_flight):
+            worker = threading.Thread(
+                target=self._work, name=f"braze-send-{len(self._workers)}", daemon=False
+            )
+            self._workers.append(worker)
+            worker.start()
         self.requests += 1
         target = _target(batch)
         if target not in self.proven:
@@ -127,17 +136,28 @@ class Dispatcher(Generic[T]):
         block = timeout_s > 0
         while True:
             try:
-                future = self._done.get(block=block, timeout=timeout_s if block else None)
+                done = self._done.get(block=block, timeout=timeout_s if block else None)
             except queue.Empty:
                 return finished
             block = False
             self.in_flight -= 1
-            done = future.result()
             self._trying.discard(_target(done.batch))
             finished.append(done)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Requests not yet started are dropped (left unsettled: read again after a restart);
+        each worker ends after the request it is making."""
+        try:
+            while True:
+                self._jobs.get_nowait()
+        except queue.Empty:
+            pass
+        for _ in self._workers:
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            self._done.put(self._send(*job))
 
     def _send(self, batch: Batch[T], probe: bool) -> Finished[T]:
         try:
