@@ -45,6 +45,19 @@ class DeadLetterGuard:
             return None
         return self.tripped()
 
+    def record_sent(self, count: int) -> str | None:
+        """`record(dead_lettered=False)` `count` times; the same answer, in one step when the
+        window holds no dead letter and is already judged (the common case)."""
+        outcomes = self._outcomes
+        if self._dead == 0 and len(outcomes) >= self._threshold:
+            outcomes.extend([False] * count)  # nothing to drop from the count, nothing to judge
+            return None
+        for _ in range(count):
+            stop = self.record(dead_lettered=False)
+            if stop is not None:
+                return stop
+        return None
+
     @property
     def share(self) -> float:
         return self._dead / len(self._outcomes) if self._outcomes else 0.0
