@@ -196,7 +196,7 @@ class BrazeClient:
             return self.request_content(key.endpoint, content, len(indices))
 
         bisection = Bisection(len(encoded), send_group, self._config.split_on_reject)
-        return sorted(bisection.run(list(range(len(encoded)))), key=lambda result: result.index)
+        return bisection.run(list(range(len(encoded))))  # in index order
 
     def send_raw(self, endpoint: Endpoint, body: JSONObject) -> RawResult:
         """POST one body with pacing and retries, no bisection (admin uses: schedules, send ids)."""

@@ -146,6 +146,14 @@ class _RetryRun:
         self._history: list[Attempt] = []
 
     def run(self) -> RequestOutcome:
+        first = self._attempt()
+        if not first.retry_now:  # most requests: one attempt, no retry machinery to set up
+            return self._outcome(first)
+        made = [first]  # tenacity's first attempt is the one just made
+
+        def attempt() -> Attempt:
+            return made.pop() if made else self._attempt()
+
         retrying = tenacity.Retrying(
             sleep=self._hooks.sleep,
             stop=self._stop,
@@ -155,7 +163,10 @@ class _RetryRun:
             # When retries run out, hand back the last attempt instead of raising RetryError.
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
         )
-        last: Attempt = retrying(self._attempt)
+        last: Attempt = retrying(attempt)
+        return self._outcome(last)
+
+    def _outcome(self, last: Attempt) -> RequestOutcome:
         failed = [a for a in self._history if a.verdict != "success"]
         first_failed_s = failed[0].finished_at_s if failed else None
         return RequestOutcome(
@@ -219,14 +230,18 @@ class Bisection:
         self._split = split
         self._attempts = [0] * size
         self._first_failed_s: list[float | None] = [None] * size
+        self._requests = 0
 
     def run(self, indices: list[int]) -> list[RecipientResult]:
-        """Results for these indices, in index order."""
+        """Results for these indices, in index order (`indices` ascending)."""
         out: list[RecipientResult] = []
         self._resolve(indices, self._request(indices), out)
-        return sorted(out, key=lambda result: result.index)
+        if self._requests > 1:  # bisected
+            out.sort(key=lambda result: result.index)
+        return out
 
     def _request(self, indices: list[int]) -> RequestOutcome:
+        self._requests += 1
         outcome = self._send_group(indices)
         for i in indices:
             self._attempts[i] += outcome.attempts
@@ -240,34 +255,51 @@ class Bisection:
         last = outcome.last
         rejected = last.verdict == "rejected" and last.status in SPLIT_STATUSES
         if not (rejected and self._split and len(indices) > 1):
-            out.extend(self._result(i, outcome) for i in indices)
+            self._results(indices, outcome, out)
             return
         middle = len(indices) // 2
         halves = (indices[:middle], indices[middle:])
         answers = [self._request(half) for half in halves]
         if last.status == 400 and all(_same_rejection(a, outcome) for a in answers):
-            out.extend(self._result(i, answers[-1], whole_request=True) for i in indices)
+            self._results(indices, answers[-1], out, whole_request=True)
             return
         for half, answer in zip(halves, answers, strict=True):
             self._resolve(half, answer, out)
 
-    def _result(
-        self, index: int, outcome: RequestOutcome, *, whole_request: bool = False
-    ) -> RecipientResult:
+    def _results(
+        self,
+        indices: list[int],
+        outcome: RequestOutcome,
+        out: list[RecipientResult],
+        *,
+        whole_request: bool = False,
+    ) -> None:
+        """One result per index, all from the same answer (what they share is worked out once:
+        a batch of 50 is sent and settled a few hundred times a second)."""
         last = outcome.last
-        first_s = self._first_failed_s[index]
         sent = last.verdict == "success"
-        return RecipientResult(
-            index=index,
-            outcome="sent" if sent else "rejected" if last.verdict == "rejected" else "held",
-            http_status=last.status,
-            error=last.detail,
-            attempts=self._attempts[index],
-            first_failed_at=datetime.fromtimestamp(first_s, UTC) if first_s is not None else None,
-            dispatch_id=dispatch_id(last.body) if sent else None,
-            cause=last.cause,
-            whole_request=whole_request,
+        verdict: Literal["sent", "rejected", "held"] = (
+            "sent" if sent else "rejected" if last.verdict == "rejected" else "held"
         )
+        dispatch = dispatch_id(last.body) if sent else None
+        attempts, first_failed_s = self._attempts, self._first_failed_s
+        for index in indices:
+            first_s = first_failed_s[index]
+            out.append(
+                RecipientResult(
+                    index=index,
+                    outcome=verdict,
+                    http_status=last.status,
+                    error=last.detail,
+                    attempts=attempts[index],
+                    first_failed_at=None
+                    if first_s is None
+                    else datetime.fromtimestamp(first_s, UTC),
+                    dispatch_id=dispatch,
+                    cause=last.cause,
+                    whole_request=whole_request,
+                )
+            )
 
 
 def _same_rejection(answer: RequestOutcome, whole: RequestOutcome) -> bool:
