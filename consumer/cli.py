@@ -16,11 +16,22 @@ COMMAND_MODULES: tuple[str, ...] = (
     "consumer.emulator.command",
     "consumer.replay",
 )
+# The module of each top-level command: a command line naming one imports only its module (the
+# service starts without the emulator's and the tools' imports). Checked against what the modules
+# register by tests/unit/test_cli_frictions.py.
+COMMAND_OF: dict[str, str] = {
+    "run": "consumer.app",
+    "rules": "consumer.rules.command",
+    "emulator": "consumer.emulator.command",
+    "dlq": "consumer.replay",
+}
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given `argv` whose first argument is a command, only that
+    command's module is imported (help and errors then list that command alone)."""
     parser = argparse.ArgumentParser(
         prog="braze-consumer",
         description="Kafka events in, Braze API-triggered Canvas and campaign sends out.",
@@ -29,13 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    first = argv[0] if argv else None
+    modules = (COMMAND_OF[first],) if first in COMMAND_OF else COMMAND_MODULES
+    for name in modules:
         importlib.import_module(name).register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = build_parser(argv).parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)

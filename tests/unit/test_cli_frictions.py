@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pytest
 
 import consumer
 from consumer import replay
-from consumer.cli import main
+from consumer.cli import COMMAND_MODULES, COMMAND_OF, build_parser, main
 from consumer.reasons import Reason
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,3 +145,25 @@ def test_times_with_an_offset_are_accepted(
     times = ["--failed-after", "2026-01-01T00:00:00Z", "--failed-before", "2026-01-02T01:00+01:00"]
     argv = ["dlq", "replay", "--config", str(settings_file), "--dry-run", *times]
     assert run(capsys, *argv)[0] == 0
+
+
+def test_each_command_is_found_in_the_module_cli_imports_for_it() -> None:
+    assert set(commands_of(build_parser())) == set(COMMAND_OF)
+    for command, module in COMMAND_OF.items():
+        assert set(commands_of(build_parser([command]))) == {command}
+        assert module in COMMAND_MODULES
+
+
+def commands_of(parser: argparse.ArgumentParser) -> list[str]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(actions[0].choices)
+
+
+def test_the_service_starts_without_importing_the_emulator_or_the_tools() -> None:
+    code = (
+        "import sys; from consumer.cli import build_parser; build_parser(['run']); "
+        "print(sorted(m for m in sys.modules if m.startswith(('consumer.emulator', "
+        "'consumer.replay', 'consumer.rules.command'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
