@@ -6,17 +6,19 @@ consumer connects.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
 import sys
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from consumer.app import load_all
+from consumer.app import GC_YOUNG_THRESHOLD, load_all, settle_garbage_collector
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,3 +107,25 @@ def test_rules_file_over_rules_max_bytes(
     err = capsys.readouterr().err
     assert f"{rules}:" in err
     assert "Traceback" not in err
+
+
+def test_the_collector_is_settled_once_set_up() -> None:
+    before = gc.get_threshold()
+    try:
+        settle_garbage_collector()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 0  # start-up's objects are out of later collections
+        cycle: list[object] = []
+        cycle.append(cycle)
+        ref = weakref.ref(_Node(cycle))
+        gc.collect()  # a cycle still goes
+        assert ref() is None
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+class _Node:
+    def __init__(self, other: object) -> None:
+        self.me = self
+        self.other = other
