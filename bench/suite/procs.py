@@ -38,6 +38,38 @@ def cpu_plan() -> tuple[int | None, int | None]:
     return cpus[0], cpus[1]
 
 
+def machine_busy_share(window_s: float) -> float:
+    """The share of all CPUs busy over the next `window_s` (from /proc/stat; 0.0 if unreadable)."""
+
+    def totals() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    try:
+        total0, idle0 = totals()
+        time.sleep(window_s)
+        total1, idle1 = totals()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    spent = total1 - total0
+    return 0.0 if spent <= 0 else 1.0 - (idle1 - idle0) / spent
+
+
+def wait_until_quiet(
+    *, below: float = 0.10, window_s: float = 0.5, at_most_s: float = 20.0
+) -> float:
+    """Wait until the machine is nearly idle (the broker done with what was just produced: it
+    flushes, collects and compacts for a few seconds after a large backlog); returns the seconds
+    waited. A busy neighbour on the other CPU slows the measured process's every instruction, so
+    what runs after a backlog would otherwise pay for the broker's housekeeping."""
+    started = time.monotonic()
+    while time.monotonic() - started < at_most_s:
+        if machine_busy_share(window_s) < below:
+            break
+    return time.monotonic() - started
+
+
 def read_peak_rss_kb(pid: int) -> int | None:
     try:
         return vm_hwm_kb(Path(f"/proc/{pid}/status").read_text())

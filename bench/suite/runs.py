@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.suite import kafka_ops
 from bench.suite.harness import IDLE_S, UNLIMITED_PER_HOUR, Bench, Measured, Setup
-from bench.suite.procs import Child, Exit, Sampler
+from bench.suite.procs import Child, Exit, Sampler, wait_until_quiet
 from bench.suite.report import Row
 from bench.suite.stats import cpu_at, latencies_ms, percentile, span, steady_part
 from bench.suite.workload import Mix, expected_matches, match_share
@@ -210,6 +210,7 @@ def _backlog_topic(bench: Bench, key: str, count: int, mix: Mix) -> str:
     topic = f"suite-{key}-{uuid.uuid4().hex[:8]}"
     kafka_ops.create_topic(bench.bootstrap, topic)
     kafka_ops.produce_backlog(bench.bootstrap, topic, count, mix)
+    wait_until_quiet()
     return topic
 
 
