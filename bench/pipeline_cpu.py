@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from bench.suite.workload import Mix, events, rules_yaml
+from consumer.app import settle_garbage_collector
 from consumer.batching import Batcher
 from consumer.braze.answers import HoldCause
 from consumer.braze.retry import RecipientResult
@@ -155,6 +156,7 @@ def main() -> int:
             raws, rules = suite_messages(args.events, match)
         else:
             raws = messages(args.events, match)
+        settle_garbage_collector()  # as the service does once set up
         started = time.process_time()
         if args.profile:
             profiler = cProfile.Profile()

@@ -84,11 +84,13 @@ class _Counts:
     consumed: dict[str, int] = field(default_factory=dict)  # by topic
     matched: dict[str, int] = field(default_factory=dict)  # by rule
     skipped: dict[tuple[str, str], int] = field(default_factory=dict)  # by (rule, reason)
+    no_match: int = 0  # events no rule matched: skipped ("-", "no_match"), most of a busy topic
 
     def clear(self) -> None:
         self.consumed.clear()
         self.matched.clear()
         self.skipped.clear()
+        self.no_match = 0
 
 
 @dataclass
@@ -344,7 +346,8 @@ class Pipeline:
             letter = DeadLetter(raw, decoded.reason, decoded.detail)
             self._dead_letter(letter, self._ticket(raw, tp, offset))
             return
-        outcomes = self.rules.evaluate(decoded, to_ms(self._clock.wall_s()))
+        rules = self.rules
+        outcomes = rules.evaluate(decoded, to_ms(self._clock.wall_s()) if rules.reads_clock else 0)
         if only_rule is not None:
             outcomes = [o for o in outcomes if o.rule_id == only_rule]
         if not outcomes:  # most events of a busy topic: no ticket, nothing to settle later
@@ -352,7 +355,8 @@ class Pipeline:
                 tracker.retrack(tp, offset, 0)
             else:
                 tracker.track(tp, offset, 0, size, timestamp_ms)
-            self._count_skip("-", "no_match")
+            self.stats.skipped += 1
+            self._counts.no_match += 1
             return
         units = 0
         for outcome in outcomes:
@@ -448,6 +452,8 @@ class Pipeline:
             metrics.event_matched(rule_id, n)
         for (rule_id, reason), n in counts.skipped.items():
             metrics.event_skipped(rule_id, reason, n)
+        if counts.no_match:
+            metrics.event_skipped("-", "no_match", counts.no_match)
         counts.clear()
 
     # -- sending ------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ class RulesTable:
     # Whether any condition reads `_kafka`; when none does, events are decoded without it and a
     # rule whose conditions hold adds it before its mappings read the document.
     conditions_read_kafka: bool = field(init=False, repr=False)
+    # Whether `evaluate` reads `now_ms` (a rule has max_event_age); when none does, callers may
+    # pass 0 instead of reading the clock for every event.
+    reads_clock: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         topics = frozenset(topic for rule in self.rules for topic in rule.topics)
@@ -50,6 +53,8 @@ class RulesTable:
             for condition in rule.conditions
         )
         object.__setattr__(self, "conditions_read_kafka", reads_kafka)
+        reads_clock = any(rule.max_event_age_ms is not None for rule in self.rules)
+        object.__setattr__(self, "reads_clock", reads_clock)
 
     def evaluate(self, event: Event, now_ms: int) -> list[Outcome]:
         """One outcome per matching rule; [] when none matched. Never raises."""

@@ -111,3 +111,11 @@ def test_rules_in_file_order_whichever_are_looked_up() -> None:
 def test_one_rule_wanting_a_text_is_not_looked_up() -> None:
     table = load_rules_text(rules_yaml([("a", None, False), (None, None, False)]))
     assert table._by_topic["t"].read is None
+
+
+def test_the_table_says_whether_it_reads_the_clock() -> None:
+    plain = load_rules_text(rules_yaml([("a", None, False)]))
+    assert not plain.reads_clock  # the pipeline then passes 0 instead of reading the clock
+    aged = json.loads(rules_yaml([("a", None, False)]))
+    aged["rules"][0]["max_event_age"] = "1h"
+    assert load_rules_text(json.dumps(aged)).reads_clock
