@@ -23,7 +23,7 @@ import enum
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import jmespath
@@ -122,14 +122,36 @@ class Text:
 @dataclass(frozen=True, slots=True)
 class ObjectTemplate:
     items: tuple[tuple[str, Template], ...]
+    # The items as rendering walks them, made once: a lookup chain is read directly (it cannot
+    # fail, and null means nothing), anything else renders itself. Every matched event renders
+    # its rule's properties.
+    _steps: tuple[tuple[str, Callable[[JSONObject], JSONValue] | None, Template], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        steps = tuple((key, _direct_read(template), template) for key, template in self.items)
+        object.__setattr__(self, "_steps", steps)
 
     def render(self, document: JSONObject) -> JSONObject:
         result: JSONObject = {}
-        for key, template in self.items:
+        for key, read, template in self._steps:
+            if read is not None:
+                found = read(document)
+                if found is not None:
+                    result[key] = found
+                continue
             value = template.render(document)
             if value is not NOTHING:
                 result[key] = value
         return result
+
+
+def _direct_read(template: Template) -> Callable[[JSONObject], JSONValue] | None:
+    """The reader of a lookup chain (whose rendering is that read, null meaning nothing)."""
+    if isinstance(template, Expression) and not template.measured:
+        return template.search
+    return None
 
 
 @dataclass(frozen=True, slots=True)
