@@ -154,9 +154,14 @@ class Batcher(Generic[T]):
             ready.append(target)
         return self._close(ready)
 
-    def due(self, now_ms: int) -> list[Batch[T]]:
-        """Partial batches whose first item has waited at least `max_wait_ms`, oldest first."""
-        cutoff_ms = now_ms - self._max_wait_ms
+    @property
+    def max_wait_ms(self) -> int:
+        return self._max_wait_ms
+
+    def due(self, now_ms: int, extra_wait_ms: int = 0) -> list[Batch[T]]:
+        """Partial batches whose first item has waited at least `max_wait_ms` (plus
+        `extra_wait_ms`), oldest first."""
+        cutoff_ms = now_ms - self._max_wait_ms - extra_wait_ms
         ready: list[_OpenBatch[T]] = []
         while self._deadlines and self._deadlines[0][0] <= cutoff_ms:
             _, seq = heapq.heappop(self._deadlines)

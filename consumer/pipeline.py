@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SETTLE_STEP_S = 0.05
+# While requests queue for Braze's budget, a partial batch waits up to this many times
+# `batching.max_wait_ms` to fill (`Pipeline._extra_wait_ms`).
+PARTIAL_WAIT_FACTOR = 10
 
 
 class HaltError(Exception):
@@ -467,8 +470,18 @@ class Pipeline:
         for finished in self._sends.collect(wait_s):
             self._finish(finished)
         self._dlq.service()
-        self._dispatch(self._batcher.due(to_ms(self._clock.monotonic_s())))
+        self._dispatch(self._batcher.due(to_ms(self._clock.monotonic_s()), self._extra_wait_ms()))
         self._probe_if_due()
+
+    def _extra_wait_ms(self) -> int:
+        """How much longer than `max_wait_ms` a partial batch stays open: while the send path is
+        saturated (Braze's budget or the in-flight bound is the limit, batches already queued),
+        a partial batch sent now would only queue behind them, and spend a request on fewer
+        recipients than it can still gather (the consumer resumes as the queue drains). Never
+        past PARTIAL_WAIT_FACTOR times `max_wait_ms` in all; at once when `max_wait_ms` is 0."""
+        if not self._sends.saturated:
+            return 0
+        return (PARTIAL_WAIT_FACTOR - 1) * self._batcher.max_wait_ms
 
     def _dispatch(self, batches: list[Batch[Ticket]]) -> None:
         """Queue each batch and start what may start (nothing while holding); stale and

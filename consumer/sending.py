@@ -118,6 +118,11 @@ class Dispatcher(Generic[T]):
     def parked(self) -> int:
         return len(self._queue)
 
+    @property
+    def saturated(self) -> bool:
+        """Every worker busy and batches queued behind them: a batch started now would wait."""
+        return bool(self._queue) and self.in_flight >= self._max_in_flight
+
     def drop_where(self, predicate: Callable[[T], bool]) -> int:
         """Removes queued items whose token matches (revoked partitions); how many."""
         kept: deque[Batch[T]] = deque()

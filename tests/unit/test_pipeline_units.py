@@ -317,6 +317,60 @@ def test_partial_batch_waits_for_the_batcher(make: Callable[..., Harness]) -> No
     assert h.position == 1
 
 
+def saturate(h: Harness) -> None:
+    """Four requests (max_in_flight) on the wire and a full batch queued behind them."""
+    h.sender.hold("canvas-1")
+    for n in range(10):
+        h.handle({"type": "one", "user": f"u-{n}"})
+    h.wait_for_calls(4)
+
+
+def test_a_partial_batch_waits_longer_while_requests_queue(make: Callable[..., Harness]) -> None:
+    h = make(max_recipients=2)
+    saturate(h)
+    h.handle({"type": "one", "user": "late"})
+    h.clock.advance(1.0)  # max_wait_ms: due, but it would only queue behind the others
+    h.pipeline.tick()
+    assert h.pipeline.buffered == 1
+    h.clock.advance(8.999)
+    h.pipeline.tick()
+    assert h.pipeline.buffered == 1
+    h.clock.advance(0.001)  # PARTIAL_WAIT_FACTOR x max_wait_ms: queued as it is
+    h.pipeline.tick()
+    assert h.pipeline.buffered == 0
+    h.sender.release()
+    h.drain()
+    assert h.position == 11
+    assert [len(recipients) for _, recipients in h.sender.calls] == [2, 2, 2, 2, 2, 1]
+
+
+def test_a_partial_batch_kept_open_fills_up(make: Callable[..., Harness]) -> None:
+    h = make(max_recipients=2)
+    saturate(h)
+    h.handle({"type": "one", "user": "late"})
+    h.clock.advance(2.0)
+    h.pipeline.tick()
+    h.handle({"type": "one", "user": "later"})  # the consumer resumed: it joins, the batch is full
+    assert h.pipeline.buffered == 0
+    h.sender.release()
+    h.drain()
+    assert h.position == 12
+    assert [len(recipients) for _, recipients in h.sender.calls] == [2] * 6
+
+
+def test_a_partial_batch_goes_at_max_wait_once_the_queue_is_gone(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(max_recipients=2)
+    saturate(h)
+    h.sender.release()
+    h.drain()  # nothing queued any more
+    h.handle({"type": "one", "user": "late"})
+    h.clock.advance(1.0)
+    h.pipeline.tick()
+    assert h.pipeline.buffered == 0
+
+
 @pytest.mark.parametrize(
     ("release_order", "positions"),
     [
