@@ -142,6 +142,7 @@ class Parts:
                 "%d dead letters unacknowledged at exit (their events stay uncommitted)", left
             )
         self.client.close()
+        self.pipeline.close()  # its send workers end (the service closes it first; replay not)
         _report(self.pipeline, summary_path)
 
 

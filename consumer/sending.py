@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# How often an idle worker looks whether the main thread has ended (then it ends too).
+_WORKER_WAKE_S = 1.0
+
 
 class BatchSender(Protocol):
     def send_encoded(self, key: BatchKey, encoded: Sequence[bytes]) -> list[RecipientResult]:
@@ -161,7 +164,17 @@ class Dispatcher(Generic[T]):
             self._jobs.put(None)
 
     def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        """One worker: jobs until `close()`, or until the main thread has ended without it (as
+        an executor's workers do at exit: the request under way is finished first)."""
+        while True:
+            try:
+                job = self._jobs.get(timeout=_WORKER_WAKE_S)
+            except queue.Empty:
+                if threading.main_thread().is_alive():
+                    continue
+                return
+            if job is None:
+                return
             self._done.put(self._send(*job))
 
     def _send(self, batch: Batch[T], probe: bool) -> Finished[T]:
