@@ -8,8 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -38,6 +36,7 @@ from tests.integration.service_helpers import (
     Scenario,
     free_port,
     header_map,
+    run_cli,
     scrape_total,
     wait_until,
 )
@@ -424,13 +423,7 @@ rules:
         encoding="utf-8",
     )
     args = ["rules", "check", "--schema-registry", schema_registry.url, str(rules)]
-    done = subprocess.run(
-        [sys.executable, "-m", "consumer", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli(args, 60, check=False)
     assert done.returncode == 1, done.stdout + done.stderr
     lines = [
         line
@@ -446,22 +439,9 @@ rules:
     assert template.startswith(f"{rules}:13: paid: ")
     assert "`data` has no field `cupon`" in template
 
-    stopped = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "consumer",
-            "rules",
-            "check",
-            "--schema-registry",
-            "http://127.0.0.1:1/apis/ccompat/v7",
-            str(rules),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    unreachable = "http://127.0.0.1:1/apis/ccompat/v7"
+    args = ["rules", "check", "--schema-registry", unreachable, str(rules)]
+    stopped = run_cli(args, 60, check=False)
     assert stopped.returncode == 2
     assert stopped.stderr.startswith("error: schema registry http://127.0.0.1:1/apis/ccompat/v7")
 
@@ -514,13 +494,7 @@ def test_rules_preview_decodes_records_given_in_base64_or_encoded_from_json(
     def preview(topic_name: str, events: Path, *extra: str) -> list[dict[str, Any]]:
         args = ["rules", "preview", "--rules", str(rules), "--topic", topic_name]
         args += ["--event", str(events), "--schema-registry", schema_registry.url, *extra]
-        done = subprocess.run(
-            [sys.executable, "-m", "consumer", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = run_cli(args, 60, check=False)
         assert done.returncode == 0, done.stderr
         return [json.loads(line) for line in done.stdout.splitlines()]
 
