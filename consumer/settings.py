@@ -92,7 +92,8 @@ class SchemaRegistrySettings(_Section):
     (byte 0, a 4-byte schema id, the payload) are decoded with the schema it serves by id."""
 
     # Base URL of the Confluent-compatible API (Apicurio: .../apis/ccompat/v7). None: no
-    # registry; a wire-format event then waits (held) until one is configured.
+    # registry; a wire-format event is then an invalid_payload dead letter (replayable once
+    # one is configured), as the README says.
     url: str | None = None
     basic_auth_user: str | None = None
     # The password is read from this file, never from the YAML; it is never logged.
