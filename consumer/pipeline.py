@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from consumer.batching import Batch, Batcher
+from consumer.batching import Batch, Batcher, BatchItem
 from consumer.braze.client import RecipientResult
 from consumer.braze.limits import MAX_RECIPIENT_BYTES, MAX_REQUEST_BYTES
 from consumer.clock import Clock, to_ms
@@ -533,31 +533,31 @@ class Pipeline:
     def _finish(self, finished: Finished[Ticket]) -> None:
         batch = finished.batch
         results = finished.results
-        if len(results) == len(batch.items) and all(r.outcome == "sent" for r in results):
-            self._all_sent(finished)
-            return
         held: list[tuple[int, RecipientResult]] = []
         if any(r.outcome != "held" and not r.whole_request for r in results):
             self._sends.proven.add((batch.key.endpoint.value, batch.key.target_id))
-        for result in results:
-            item = batch.items[result.index]
-            if result.outcome == "sent":
-                self.stats.recipients_sent += 1  # metrics count them in request_done
-                self._record(dead_lettered=False)
-                self._settle(item.token)
-            elif result.outcome == "rejected":
-                if result.whole_request:
-                    self._quarantine.reject(batch.key, result.error, self._clock.monotonic_s())
-                    self._sends.proven.discard((batch.key.endpoint.value, batch.key.target_id))
-                if not self._current(item.token):
-                    # Revoked or lost while the request was out: the partition's next owner
-                    # reads the event again and dead-letters it once, not twice.
-                    continue
-                # A whole-request rejection is the target's fault, not this event's data.
-                guard = not result.whole_request
-                self._reject(item.token, item.intent.rule_id, result.error, result, guard=guard)
-            else:
-                held.append((result.index, result))
+        if len(results) == len(batch.items) and all(r.outcome == "sent" for r in results):
+            self._settle_sent(batch.items)  # most requests
+        else:
+            for result in results:
+                item = batch.items[result.index]
+                if result.outcome == "sent":
+                    self.stats.recipients_sent += 1  # metrics count them in request_done
+                    self._record(dead_lettered=False)
+                    self._settle(item.token)
+                elif result.outcome == "rejected":
+                    if result.whole_request:
+                        self._quarantine.reject(batch.key, result.error, self._clock.monotonic_s())
+                        self._sends.proven.discard((batch.key.endpoint.value, batch.key.target_id))
+                    if not self._current(item.token):
+                        # Revoked or lost while the request was out: the partition's next owner
+                        # reads the event again and dead-letters it once, not twice.
+                        continue
+                    # A whole-request rejection is the target's fault, not this event's data.
+                    guard = not result.whole_request
+                    self._reject(item.token, item.intent.rule_id, result.error, result, guard=guard)
+                else:
+                    held.append((result.index, result))
         if held:
             self._held(finished, held)
         elif finished.probe:
@@ -565,24 +565,15 @@ class Pipeline:
         if not self._hold.holding:
             self._sends.pump(self._screen)
 
-    def _all_sent(self, finished: Finished[Ticket]) -> None:
-        """`_finish` for a request whose every recipient was sent (most of them): the same
-        settlements, without sorting each result."""
-        batch = finished.batch
-        self._sends.proven.add((batch.key.endpoint.value, batch.key.target_id))
-        generations, settle = self._generations, self._tracker.settle
-        for item in batch.items:
-            ticket = item.token
-            if generations.get(ticket.tp) == ticket.generation:
-                settle(ticket.tp, ticket.offset)
-        self.stats.recipients_sent += len(batch.items)  # metrics count them in request_done
-        stop = self._guard.record_sent(len(batch.items))
+    def _settle_sent(self, items: Sequence[BatchItem[Ticket]]) -> None:
+        """The sent results of a request whose every recipient was sent, in one pass: each
+        current event settles, and the guard records the sends at once."""
+        for item in items:
+            self._settle(item.token)
+        self.stats.recipients_sent += len(items)  # metrics count them in request_done
+        stop = self._guard.record_sent(len(items))
         if stop is not None:
             raise HaltError(stop)
-        if finished.probe:
-            self._resume(answered=True)
-        if not self._hold.holding:
-            self._sends.pump(self._screen)
 
     def _held(self, finished: Finished[Ticket], held: list[tuple[int, RecipientResult]]) -> None:
         """Park what Braze or the deployment failed to take, and hold (or keep holding)."""
