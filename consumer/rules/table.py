@@ -95,7 +95,9 @@ class _Dispatch:
 def _dispatch(rules: tuple[CompiledRule, ...]) -> _Dispatch:
     """Looked up by the path most of `rules` test with `eq` of a text (when two or more do)."""
     counts = Counter(
-        steps for rule in rules for steps in {c.steps for c in rule.conditions if c.equals_text}
+        steps
+        for rule in rules
+        for steps in {c.steps for c in rule.conditions if c.equals_text is not None}
     )
     best = counts.most_common(1)
     if not best or best[0][1] < 2:
