@@ -379,8 +379,6 @@ class FakeRegistry:
         self.client = FakeClient(by_id)
 
     def latest(self, subject: str) -> RegisteredSchema | None:
-        if subject == "down-value":
-            raise RegistryUnavailableError("subject down-value: HTTP 503: unavailable")
         return self._latest.get(subject)
 
     def serialized(self, schema_id: int) -> Schema:

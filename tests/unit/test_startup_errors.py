@@ -115,11 +115,12 @@ def test_the_collector_is_settled_once_set_up() -> None:
         settle_garbage_collector()
         assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
         assert gc.get_freeze_count() > 0  # start-up's objects are out of later collections
-        cycle: list[object] = []
-        cycle.append(cycle)
-        ref = weakref.ref(_Node(cycle))
-        gc.collect()  # a cycle still goes
-        assert ref() is None
+        assert gc.isenabled()
+        ref = weakref.ref(_Node(None))  # garbage in a cycle: only the collector frees it
+        assert ref() is not None
+        keep: list[list[int]] = [[] for _ in range(3 * GC_YOUNG_THRESHOLD)]  # a young collection
+        assert ref() is None  # a cycle still goes, without anybody calling gc.collect()
+        del keep
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
