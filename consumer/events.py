@@ -12,6 +12,7 @@ from consumer.json_codec import loads_event
 from consumer.json_types import JSONObject, JSONValue
 from consumer.reasons import Reason
 from consumer.schemas.errors import RegistryUnavailableError, UndecodableError
+from consumer.schemas.wire import is_wire_format
 
 if TYPE_CHECKING:  # the registry client is imported only where a registry is configured
     from consumer.schemas.decoder import WireDecoder
@@ -79,26 +80,26 @@ class SchemaWait:
     detail: str
 
 
-_WIRE_MAGIC = b"\x00"  # the Confluent wire format's first byte; no JSON text starts with it
-
-
 def decode_any(
     raw: RawMessage, wire: WireDecoder | None, *, kafka_namespace: bool = True
 ) -> Event | DecodeError | SchemaWait:
     """`decode`, and a value (or key) in the Confluent wire format decoded through the Schema
     Registry: the record's JSON value, with `_kafka.schema` (and a decoded `_kafka.key`, with
-    `_kafka.key_schema`). Never raises."""
+    `_kafka.key_schema`). Never raises.
+
+    No JSON text starts with byte 0, so such a value is the wire format. A key is any bytes (a
+    big-endian integer key starts with 0 too): it is read as a record only with a registry to
+    ask, and stays text when it is not one (`_decode_wire`)."""
     value, key = raw.value, raw.meta.key
-    wire_value = value is not None and value[:1] == _WIRE_MAGIC
-    wire_key = key is not None and key[:1] == _WIRE_MAGIC
+    wire_value = is_wire_format(value)
+    wire_key = wire is not None and is_wire_format(key)
     if not wire_value and not wire_key:
         return decode(raw, kafka_namespace=kafka_namespace)
     if wire is None:
-        what = "value" if wire_value else "key"
         return DecodeError(
             raw,
             Reason.INVALID_PAYLOAD,
-            f"the {what} is in the Schema Registry wire format (first byte 0x00), but no "
+            "the value is in the Schema Registry wire format (first byte 0x00), but no "
             "kafka.schema_registry.url is set",
         )
     return _decode_wire(raw, wire, wire_value, wire_key)
@@ -112,9 +113,13 @@ def _decode_wire(
     try:
         if wire_key:
             assert meta.key is not None
-            key_value, key_info = wire.decode(meta.key, meta.topic, is_key=True)
-            extra["key"] = key_value
-            extra["key_schema"] = key_info.as_document()
+            try:
+                key_value, key_info = wire.decode(meta.key, meta.topic, is_key=True)
+            except UndecodableError:
+                pass  # not a registry record after all (an integer key): `_kafka.key` is its text
+            else:
+                extra["key"] = key_value
+                extra["key_schema"] = key_info.as_document()
         if not wire_value:
             decoded = decode(raw)
             if isinstance(decoded, Event):

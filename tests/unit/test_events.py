@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import json
 import math
+import struct
+from typing import cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.events import DecodeError, Event, KafkaMeta, RawMessage, decode
+from consumer.events import (
+    DecodeError,
+    Event,
+    KafkaMeta,
+    RawMessage,
+    SchemaWait,
+    decode,
+    decode_any,
+)
 from consumer.json_types import JSONValue
+from consumer.schemas import wire
+from consumer.schemas.decoder import WireDecoder
+from consumer.schemas.errors import RegistryUnavailableError, UndecodableError
+from consumer.schemas.registry import SchemaInfo
 
 META = KafkaMeta("shop.orders", 3, 42, key=b"k-1", timestamp_ms=1_714_558_000_000)
 
@@ -190,3 +204,60 @@ def test_valid_json_python_cannot_hold_exactly_still_decodes(
 
 def test_an_escaped_lone_surrogate_key_decodes() -> None:
     assert "\udc00" in as_event(b'{"\\udc00": 1}').document
+
+
+# -- keys that start with byte 0 ------------------------------------------------------------------
+# A key is any bytes: an integer written big-endian (Kafka's LongSerializer) starts with 0 for
+# every value below 2**56, as the Schema Registry wire format does. Such a key must never cost a
+# JSON event anything; it is read as a registry record only when the registry knows it.
+
+INTEGER_KEY = struct.pack(">q", 12345)  # 00 00 00 00 00 00 30 39: "schema id 0"
+KEY_INFO = SchemaInfo(id=9, type="AVRO", subject="shop.orders-key", version=1)
+
+
+class KeyRegistry:
+    """Knows schema id 9 (the key decodes to {"id": 1}); fails as the registry would while down."""
+
+    def __init__(self, *, down: bool = False) -> None:
+        self.down = down
+
+    def decode(self, data: bytes, topic: str, is_key: bool = False) -> tuple[JSONValue, SchemaInfo]:
+        if self.down:
+            raise RegistryUnavailableError("schema id 0: ConnectError: connection refused")
+        if wire.schema_id(data) != 9:
+            raise UndecodableError(f"schema id {wire.schema_id(data)}: the registry has none")
+        return {"id": 1}, KEY_INFO
+
+
+def keyed(key: bytes) -> RawMessage:
+    return RawMessage(KafkaMeta("shop.orders", 0, 7, key=key), b'{"type": "x"}')
+
+
+def test_an_integer_key_without_a_registry_is_the_key_text_as_before() -> None:
+    decoded = decode_any(keyed(INTEGER_KEY), None)
+    assert isinstance(decoded, Event), decoded
+    kafka = decoded.document["_kafka"]
+    assert isinstance(kafka, dict)
+    assert kafka["key"] == INTEGER_KEY.decode("utf-8", "replace")
+
+
+def test_an_integer_key_the_registry_does_not_know_stays_text() -> None:
+    decoded = decode_any(keyed(INTEGER_KEY), cast(WireDecoder, KeyRegistry()))
+    assert isinstance(decoded, Event), decoded
+    kafka = decoded.document["_kafka"]
+    assert isinstance(kafka, dict)
+    assert kafka["key"] == INTEGER_KEY.decode("utf-8", "replace")
+    assert "key_schema" not in kafka
+
+
+def test_a_registry_key_decodes_with_its_schema() -> None:
+    decoded = decode_any(keyed(wire.frame(9, b"\x02")), cast(WireDecoder, KeyRegistry()))
+    assert isinstance(decoded, Event), decoded
+    kafka = decoded.document["_kafka"]
+    assert isinstance(kafka, dict)
+    assert (kafka["key"], kafka["key_schema"]) == ({"id": 1}, KEY_INFO.as_document())
+
+
+def test_a_key_waits_while_the_registry_is_down() -> None:
+    decoded = decode_any(keyed(INTEGER_KEY), cast(WireDecoder, KeyRegistry(down=True)))
+    assert isinstance(decoded, SchemaWait), decoded  # the deployment's fault: not a dead letter
