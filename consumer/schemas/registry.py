@@ -80,7 +80,8 @@ class Registry:
     def __init__(self, client: SchemaRegistryClient, url: str) -> None:
         self.client = client
         self.url = url
-        self._infos: dict[int, SchemaInfo] = {}
+        # Per (id, subject): two topics (or a key and a value) may share a schema id.
+        self._infos: dict[tuple[int, str], SchemaInfo] = {}
 
     @classmethod
     def from_settings(cls, settings: SchemaRegistrySettings) -> Registry:
@@ -106,7 +107,7 @@ class Registry:
     def info(self, schema_id: int, topic_subject: str) -> SchemaInfo:
         """Type, subject and version of `schema_id`: the subject `topic_subject` when the schema
         is registered under it (TopicNameStrategy), else the first the registry lists."""
-        found = self._infos.get(schema_id)
+        found = self._infos.get((schema_id, topic_subject))
         if found is not None:
             return found
         # With the subject, as the deserializers ask: the client's cache is per (subject, id),
@@ -126,7 +127,7 @@ class Registry:
             subject=None if chosen is None else chosen.subject,
             version=None if chosen is None else chosen.version,
         )
-        self._infos[schema_id] = info
+        self._infos[(schema_id, topic_subject)] = info
         return info
 
     def latest(self, subject: str) -> RegisteredSchema | None:
@@ -147,8 +148,9 @@ def _call(fetch: Any, what: str, not_found: frozenset[int]) -> Any:
         return fetch()
     except (SchemaRegistryError, httpx.HTTPError) as exc:
         raise translate(exc, what, not_found) from None
-    except (ValueError, TypeError, KeyError) as exc:
-        # An answer that is not the registry's JSON (a proxy's page, a truncated body).
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # An answer that is not the registry's JSON (a proxy's page, a truncated body, an empty
+        # 200 the client turns into None).
         raise RegistryUnavailableError(f"{what}: unreadable answer: {exc}") from None
 
 
