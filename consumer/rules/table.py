@@ -93,11 +93,14 @@ class _Dispatch:
 
 
 def _dispatch(rules: tuple[CompiledRule, ...]) -> _Dispatch:
-    """Looked up by the path most of `rules` test with `eq` of a text (when two or more do)."""
+    """Looked up by the path most of `rules` test with `eq` of a text (when two or more do).
+    Never a `_kafka` path: a rule that maps `_kafka` adds it to the document while the rules
+    run, so a later rule's `_kafka` condition may hold where a lookup made before would not."""
     counts = Counter(
         steps
         for rule in rules
         for steps in {c.steps for c in rule.conditions if c.equals_text is not None}
+        if steps[0][0] != "_kafka"
     )
     best = counts.most_common(1)
     if not best or best[0][1] < 2:

@@ -119,3 +119,25 @@ def test_the_table_says_whether_it_reads_the_clock() -> None:
     aged = json.loads(rules_yaml([("a", None, False)]))
     aged["rules"][0]["max_event_age"] = "1h"
     assert load_rules_text(json.dumps(aged)).reads_clock
+
+
+def test_kafka_paths_are_never_looked_up() -> None:
+    # An earlier rule that maps `_kafka` adds it to the document while the rules run: a later
+    # rule's `_kafka` condition then holds, which a lookup made before the rules ran would miss.
+    rules = [
+        {
+            "id": f"r{n}",
+            "topics": ["t"],
+            "canvas": {"id": f"c{n}"},
+            "recipient": {"external_user_id": "{{ user }}"},
+            "properties": {"topic": "{{ _kafka.topic }}"},
+            **({"when": {"_kafka.topic": "t"}} if n else {}),
+        }
+        for n in range(3)
+    ]
+    table = load_rules_text(json.dumps({"rules": rules}))
+    assert table._by_topic["t"].read is None
+    raw = RawMessage(KafkaMeta("t", 0, 0), b'{"user": "u-1"}')
+    decoded = decode(raw, kafka_namespace=False)
+    assert isinstance(decoded, Event)
+    assert [o.rule_id for o in table.evaluate(decoded, NOW_MS)] == ["r0", "r1", "r2"]
