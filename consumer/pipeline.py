@@ -383,7 +383,7 @@ class Pipeline:
     def _wait_for_schema(self, tp: TopicPartition, event: WaitingEvent, error: str) -> None:
         first = not self._waits.count
         self._waits.add(tp, event)
-        self._waits.failed(self._clock.monotonic_s(), error)
+        self._waits.failed(self._clock.monotonic_s())
         self._metrics.schema_registry_failed()
         self._metrics.set_schema_waiting(self._waits.count)
         if first:
@@ -406,7 +406,7 @@ class Pipeline:
                     event.raw, self._wire, kafka_namespace=self.rules.conditions_read_kafka
                 )
                 if isinstance(decoded, SchemaWait):
-                    waits.failed(self._clock.monotonic_s(), decoded.detail)
+                    waits.failed(self._clock.monotonic_s())
                     self._metrics.schema_registry_failed()
                     self._metrics.set_schema_waiting(waits.count)
                     return

@@ -35,7 +35,6 @@ class SchemaWaits:
         self._interval_s = initial_interval_s
         self._retry_at_s = 0.0
         self.count = 0
-        self.last_error = ""
 
     def holds(self, tp: TopicPartition) -> bool:
         """Whether `tp` has events waiting (a new event of it must queue behind them)."""
@@ -45,18 +44,14 @@ class SchemaWaits:
         self._queues.setdefault(tp, deque()).append(event)
         self.count += 1
 
-    def failed(self, now_s: float, error: str) -> None:
+    def failed(self, now_s: float) -> None:
         """The registry failed (again): the next retry after the current interval, which then
         doubles up to the maximum."""
-        self.last_error = error
         self._retry_at_s = now_s + self._interval_s
         self._interval_s = min(self._interval_s * 2, self._max_s)
 
     def due(self, now_s: float) -> bool:
         return self.count > 0 and now_s >= self._retry_at_s
-
-    def partitions(self) -> list[TopicPartition]:
-        return list(self._queues)
 
     def head(self, tp: TopicPartition) -> WaitingEvent | None:
         queue = self._queues.get(tp)

@@ -281,8 +281,6 @@ def _field_chain(node: Mapping[str, object]) -> tuple[Lookup, ...] | None:
         if chain is None:
             return None
         steps.extend(chain)
-    if kind == "index_expression" and not isinstance(steps[-1], int):
-        return None  # `a[b]` is not an index (the parser never builds it; do not guess)
     return tuple(steps)
 
 
